@@ -1,0 +1,64 @@
+"""Typed errors of sync_sdk: every failure the SDK reports is a SyncSDKError.
+
+Each subclass also derives from the closest built-in exception, so callers that catch
+FileNotFoundError or ValueError keep working. Messages say what was found and what is needed.
+"""
+
+
+class SyncSDKError(Exception):
+    """Base of every error raised by sync_sdk."""
+
+
+class SyncSDKWarning(UserWarning):
+    """Work went on, but something was wrong with the input (skipped packets, silence, ...)."""
+
+
+# --- media / input -------------------------------------------------------------------------
+class InputError(SyncSDKError, ValueError):
+    """The input (file or arrays) cannot be turned into model inputs."""
+
+
+class MediaNotFoundError(InputError, FileNotFoundError):
+    """The media file does not exist."""
+
+
+class MediaDecodeError(InputError):
+    """The file is not media PyAV can open, or its streams cannot be decoded."""
+
+
+class NoVideoStreamError(InputError):
+    """The media has no video stream."""
+
+
+class NoAudioStreamError(InputError):
+    """The media has no audio stream."""
+
+
+class ClipTooShortError(InputError):
+    """The media is shorter than the requested window (plus offset)."""
+
+
+class WindowOutOfRangeError(InputError):
+    """The requested start time / offset puts the window outside the media."""
+
+
+# --- checkpoints / models -------------------------------------------------------------------
+class CheckpointError(SyncSDKError, ValueError):
+    """A checkpoint file is missing, unreadable, unsafe, or does not fit the model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The checkpoint needs arbitrary unpickling, which is refused unless explicitly allowed."""
+
+
+class DownloadError(SyncSDKError, OSError):
+    """Downloading a checkpoint failed (network, HTTP status, size or md5 mismatch)."""
+
+
+# --- backends / engines ---------------------------------------------------------------------
+class BackendError(SyncSDKError, RuntimeError):
+    """A backend cannot be created or run (missing package, no GPU, bad model directory)."""
+
+
+class EngineMismatchError(BackendError):
+    """An exported engine was built for another GPU / TensorRT version, or its hash differs."""
