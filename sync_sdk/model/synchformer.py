@@ -1,0 +1,54 @@
+"""Synchformer: the two segment encoders, the projections and the sync head (official names)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT, ModelConfig
+from .audio import AST
+from .head import GlobalTransformer
+from .visual import MotionFormer
+
+
+class Synchformer(nn.Module):
+    """Inference model; `state_dict()` equals the official one for the same config.
+
+    Shapes: B clips, S segments per clip (config.n_segments), N = any number of segments.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.vfeat_extractor = MotionFormer(c.v_dim, c.v_depth, c.v_heads, c.v_mlp)
+        self.afeat_extractor = AST(c.a_dim, c.a_depth, c.a_heads, c.a_mlp)
+        self.vproj = nn.Linear(c.v_dim, c.h_dim)
+        self.aproj = nn.Linear(c.a_dim, c.h_dim)
+        head_name = "off_head" if c.variant == "sync" else "sync_head"
+        self.transformer = GlobalTransformer(c.h_dim, c.h_depth, c.h_heads, c.pos_emb_rows, c.num_classes,
+                                             head_name)
+
+    def encode_audio(self, aud: torch.Tensor) -> torch.Tensor:
+        """aud (N, 1, 128, 66) log-mel -> afeat (N, 6, a_dim)."""
+        return self.afeat_extractor(aud)
+
+    def encode_video(self, vid: torch.Tensor) -> torch.Tensor:
+        """vid (N, 16, 3, 224, 224) normalised RGB -> vfeat (N, 8, v_dim)."""
+        return self.vfeat_extractor(vid)
+
+    def head_tokens(self, vfeat: torch.Tensor, afeat: torch.Tensor) -> torch.Tensor:
+        """vfeat (B, S*8, v_dim), afeat (B, S*6, a_dim) -> tokens after ln_f (B, 2 + 14*S, h_dim)."""
+        return self.transformer.tokens(self.vproj(vfeat), self.aproj(afeat))
+
+    def head(self, vfeat: torch.Tensor, afeat: torch.Tensor) -> torch.Tensor:
+        """vfeat (B, S*8, v_dim), afeat (B, S*6, a_dim) -> logits (B, num_classes); projections inside."""
+        return self.transformer(self.vproj(vfeat), self.aproj(afeat))
+
+    def forward(self, vid: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
+        """vid (B, S, 16, 3, 224, 224), aud (B, S, 1, 128, 66) -> logits (B, num_classes)."""
+        c = self.config
+        vfeat = self.encode_video(vid.reshape(-1, *vid.shape[2:]))
+        afeat = self.encode_audio(aud.reshape(-1, *aud.shape[2:]))
+        vfeat = vfeat.reshape(-1, c.n_segments * VIDEO_TOKENS_PER_SEGMENT, c.v_dim)
+        afeat = afeat.reshape(-1, c.n_segments * AUDIO_TOKENS_PER_SEGMENT, c.a_dim)
+        return self.head(vfeat, afeat)
