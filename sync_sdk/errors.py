@@ -62,3 +62,7 @@ class BackendError(SyncSDKError, RuntimeError):
 
 class EngineMismatchError(BackendError):
     """An exported engine was built for another GPU / TensorRT version, or its hash differs."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
