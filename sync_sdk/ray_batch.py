@@ -151,6 +151,12 @@ def result_schema():
     ])
 
 
+def rows_table(rows: list[dict]):
+    """Result rows (dicts; missing columns are null) as a pyarrow.Table with `result_schema()`."""
+    import pyarrow as pa
+    return pa.Table.from_pylist(rows, schema=result_schema())
+
+
 def shard_paths(out_dir: str | Path) -> list[Path]:
     """Finished shards of `out_dir`, oldest run first (names sort by run start time)."""
     d = Path(out_dir)
@@ -221,7 +227,7 @@ class ShardWriter:
         self._since = time.monotonic()
         if not self._rows:
             return
-        table = pa.concat_tables(self._buffer).cast(result_schema())
+        table = pa.concat_tables(self._buffer)
         path = self.out_dir / f"part-{self.run_id}-{len(self.shards):05d}.parquet"
         tmp = path.with_name("." + path.name + ".tmp")
         pq.write_table(table, tmp)
@@ -304,7 +310,7 @@ class ClipScorer:
     so one bad clip becomes one error row.
     """
 
-    def __init__(self, model: str, run_id: str, backend: str = "auto", device: str = "auto",
+    def __init__(self, model: str | None, run_id: str, backend: str = "auto", device: str = "auto",
                  precision: str = "auto", threads: int | None = None) -> None:
         from .engine import SyncEngine
         kwargs = {"threads": threads} if threads else {}
@@ -314,7 +320,6 @@ class ClipScorer:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict):
-        import pyarrow as pa
         n = len(batch["path"])
         jobs = [ClipJob(str(batch["path"][i]), float(batch["start_sec"][i]),
                         float(batch["input_offset_sec"][i])) for i in range(n)]
@@ -338,7 +343,7 @@ class ClipScorer:
                     i = idx[0]
                     rows[i] = self._error(jobs[i], type(e).__name__, str(e) or repr(e),
                                           float(batch["decode_sec"][i]))
-        return pa.Table.from_pylist(rows, schema=result_schema())
+        return rows_table(rows)
 
     def _score(self, batch: dict, jobs: list[ClipJob], idx: list[int], rows: list) -> None:
         s = self.engine.config.n_segments
@@ -417,7 +422,7 @@ def plan_workers(cluster_cpus: float, cluster_gpus: float, device: str = "auto",
     return WorkerPlan(n, 0.0, per, "cpu", threads or max(1, int(per)))
 
 
-def run_ray_batch(manifest: str | Path | Iterable[ClipJob], out_dir: str | Path, model: str = "synthetic-tiny",
+def run_ray_batch(manifest: str | Path | Iterable[ClipJob], out_dir: str | Path, model: str | Path | None = None,
                   *, backend: str = "auto", device: str = "auto", precision: str = "auto",
                   workers: int | None = None, cpus_per_worker: float | None = None,
                   threads: int | None = None, address: str | None = None, batch_size: int = 4,
@@ -426,7 +431,8 @@ def run_ray_batch(manifest: str | Path | Iterable[ClipJob], out_dir: str | Path,
     """Score every manifest row not yet finished in `out_dir`; see the module docstring.
 
     manifest: a CSV/Parquet path or ClipJobs. model/backend/device/precision/threads: as
-    `SyncEngine.from_pretrained`, for each actor (the model must be readable on every node).
+    `SyncEngine.from_pretrained` (None = the official AudioSet checkpoint), for each actor (the model
+    must be readable, or downloadable, on every node).
     workers: actors (default: one per GPU, else half the CPUs). batch_size: clips per actor call.
     address: a Ray cluster ("auto", "ray://host:10001"); None = the current one, or a new local one.
     Connects with `ray.init` unless Ray is already initialised (then it is left running).
@@ -459,18 +465,35 @@ def run_ray_batch(manifest: str | Path | Iterable[ClipJob], out_dir: str | Path,
               .map_batches(ClipScorer, batch_size=batch_size, batch_format="numpy",
                            compute=rd.ActorPoolStrategy(size=plan.workers),
                            num_gpus=plan.num_gpus, num_cpus=plan.num_cpus,
-                           fn_constructor_kwargs=dict(model=str(model), run_id=run_id, backend=backend,
-                                                      device=plan.device, precision=precision,
-                                                      threads=plan.threads)))
-        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            writer.add(table)
-            status = table.column("status").to_pylist()
-            summary.ok += status.count("ok")
-            summary.failed += len(status) - status.count("ok")
-        writer.flush()
+                           fn_constructor_kwargs=dict(
+                               model=None if model is None else str(model), run_id=run_id, backend=backend,
+                               device=plan.device, precision=precision, threads=plan.threads)))
+        try:
+            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                writer.add(table)
+                status = table.column("status").to_pylist()
+                summary.ok += status.count("ok")
+                summary.failed += len(status) - status.count("ok")
+        finally:  # rows already scored are kept, also when the job fails or is interrupted
+            writer.flush()
         summary.shards = [str(p) for p in writer.shards]
         summary.elapsed_sec = round(time.perf_counter() - t0, 3)
     finally:
         if started:
             ray.shutdown()
     return summary
+
+
+def run_from_cli(args) -> int:
+    """`sync-sdk batch --ray MANIFEST --out DIR`: run the job, print the summary (stderr); exit code
+    0 when every row is ok, 1 when some failed."""
+    import json
+    import sys
+    if len(args.files) != 1 or args.list:
+        raise InputError("--ray takes one manifest (a .csv or .parquet file with a 'path' column) and no "
+                         f"--list; got {len(args.files)} file(s)")
+    summary = run_ray_batch(args.files[0], args.out, args.model, backend=args.backend, device=args.device,
+                            precision=args.precision, threads=args.threads, workers=args.workers,
+                            address=args.address, start_sec=args.start, progress=not args.quiet)
+    print(json.dumps({k: v for k, v in summary.to_dict().items() if k != "shards"}), file=sys.stderr)
+    return 1 if summary.failed else 0

@@ -51,13 +51,15 @@ def _model_config_class():
     """A message class with the ModelConfig fields (names, types, enums) the repository uses."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     F = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(name="model_config_subset.proto", package="inference", syntax="proto3")
+    fdp = descriptor_pb2.FileDescriptorProto(name="model_config_subset.proto", package="inference",
+                                             syntax="proto3")
     fdp.enum_type.add(name="DataType").value.extend(
         descriptor_pb2.EnumValueDescriptorProto(name=n, number=i)
         for i, n in enumerate(["TYPE_INVALID", "TYPE_BOOL", "TYPE_INT32", "TYPE_INT64", "TYPE_FP16", "TYPE_FP32"]))
     kinds = fdp.message_type.add(name="ModelInstanceGroup")
     kinds.enum_type.add(name="Kind").value.extend(
-        descriptor_pb2.EnumValueDescriptorProto(name=n, number=i) for i, n in enumerate(["KIND_AUTO", "KIND_GPU", "KIND_CPU"]))
+        descriptor_pb2.EnumValueDescriptorProto(name=n, number=i)
+        for i, n in enumerate(["KIND_AUTO", "KIND_GPU", "KIND_CPU"]))
 
     def fields(msg, *specs):
         for i, (name, ftype, label, type_name) in enumerate(specs, start=1):
@@ -128,7 +130,8 @@ def test_stage_configs_match_the_onnx_graphs(repo, export_dir):
         assert cfg.max_batch_size == (4 if stage == "head" else 4 * n)
         assert cfg.dynamic_batching.max_queue_delay_microseconds == 2000
         assert [(enum_name(g, "kind"), g.count) for g in cfg.instance_group] == [("KIND_CPU", 1)]
-        sess = ort.InferenceSession(str(repo / f"{NAME}_{stage}" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(repo / f"{NAME}_{stage}" / "1" / "model.onnx"),
+                                    providers=["CPUExecutionProvider"])
         for declared, actual, spec in [(cfg.input, sess.get_inputs(), manifest.stage_io(stage)["inputs"]),
                                        (cfg.output, sess.get_outputs(), manifest.stage_io(stage)["outputs"])]:
             assert [t.name for t in declared] == [t.name for t in actual] == [s["name"] for s in spec]
@@ -275,7 +278,8 @@ def test_bls_model_gives_the_sdk_logits(repo, export_dir):
     vid = rng.normal(0, 1, (3, n, 16, 3, 224, 224)).astype(np.float32)
     aud = rng.normal(0, 1, (3, n, 1, 128, 66)).astype(np.float32)
     requests = [types.SimpleNamespace(inputs=[fake.Tensor("vid", vid[:2]), fake.Tensor("aud", aud[:2])]),
-                types.SimpleNamespace(inputs=[fake.Tensor("vid", vid[2:, :n - 1]), fake.Tensor("aud", aud[2:, :n - 1])]),
+                types.SimpleNamespace(inputs=[fake.Tensor("vid", vid[2:, :n - 1]),
+                                              fake.Tensor("aud", aud[2:, :n - 1])]),
                 types.SimpleNamespace(inputs=[fake.Tensor("vid", vid[2:]), fake.Tensor("aud", aud[2:])])]
     responses = asyncio.run(model.execute(requests))
 
