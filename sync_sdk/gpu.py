@@ -6,14 +6,17 @@
 
 Inputs may be NumPy (copied through pinned host buffers and uploaded asynchronously on the stream) or
 device arrays (read in place). Results are views of the object's device buffers, valid until the next
-call of the same method (copy them to keep them); every launch is queued on `feats.stream`, so work
-queued later on that stream (e.g. `TorchCudaBackend(stream=feats.stream)`) sees them without a sync.
+call of the same method (copy them to keep them). Every launch is queued on `feats.stream`, after the
+work already queued on the caller's current CuPy stream, and that stream is made to wait for it (two
+events when the streams differ): results can be used on the caller's stream at once. Work on the same
+stream (`with feats.stream:`, and `TorchCudaBackend(stream=feats.stream)`) needs no event at all.
 The buffers are one slab planned by `gpu_plan.feature_buffers`; a request larger than the plan grows
 it once, after which calls of that size allocate nothing. CuPy is imported lazily: `import sync_sdk`
 works without it, and using this module without CuPy or a GPU raises BackendError.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -106,6 +109,7 @@ class GpuFeatures:
             self._k_crop = frames.get_function(f"crop_lut_{sfx}")
             self._k_resize = frames.get_function(f"resize_crop_lut_{sfx}")
             self._upload_constants(reference_constants())
+            self._handoff = (cp.cuda.Event(disable_timing=True), cp.cuda.Event(disable_timing=True))
         self._fft_plans: dict[int, object] = {}
         self._geometry: dict[tuple[int, int, bool], tuple] = {}
         self._capacity = (0, 0)
@@ -140,6 +144,21 @@ class GpuFeatures:
             self._pinned = cupyx.empty_pinned((pinned_total,), dtype=np.uint8)
             self._events = {k: cp.cuda.Event(disable_timing=True) for k in plan.UPLOADED}
         self._capacity = (segments, frame_bytes)
+
+    @contextmanager
+    def _queued(self):
+        """Queue on self.stream after the caller's current stream's work (device inputs are ready), and
+        make the caller's stream wait for what was queued (results are safe to use on it)."""
+        cp = self._cp
+        with cp.cuda.Device(self.device_id):
+            caller = cp.cuda.get_current_stream()
+            other = caller.ptr != self.stream.ptr
+            if other:
+                self.stream.wait_event(caller.record(self._handoff[0]))
+            with self.stream:
+                yield
+            if other:
+                caller.wait_event(self.stream.record(self._handoff[1]))
 
     def _view(self, name: str, shape: tuple[int, ...]):
         spec = self._specs[name]
@@ -215,7 +234,7 @@ class GpuFeatures:
         n = starts.size
         self._reserve(n, self._capacity[1])
         cp = self._cp
-        with cp.cuda.Device(self.device_id), self.stream:
+        with self._queued():
             if self._is_host(pcm):
                 lo, hi = plan.upload_span(starts, SEG_SAMPLES)
                 if hi - lo <= n * SEG_SAMPLES:
@@ -287,7 +306,7 @@ class GpuFeatures:
             raise InputError(str(e)) from e
         n_out = frame_index.size
         cp = self._cp
-        with cp.cuda.Device(self.device_id), self.stream:
+        with self._queued():
             if self._is_host(frames):
                 frames_dev, index, geom = self._upload_frames(frames, frame_index, geom)
             else:

@@ -196,27 +196,43 @@ class RawModule:
 
 # ------------------------------------------------------------------------------------------ runtime
 class Stream:
-    ptr = 1234
+    """Records which streams waited on which (as (waiter ptr, recorder ptr) pairs in `Stream.waits`)."""
 
-    def __init__(self, non_blocking=False):
-        self.synchronized = 0
+    count = 0
+    waits: list = []
+
+    def __init__(self, non_blocking=False, null=False):
+        Stream.count += 1
+        self.ptr = 0 if null else 1000 + Stream.count
 
     def synchronize(self):
-        self.synchronized += 1
+        pass
+
+    def record(self, event=None):
+        event = event or Event()
+        event.record(self)
+        return event
+
+    def wait_event(self, event):
+        Stream.waits.append((self.ptr, event.stream_ptr))
 
     def __enter__(self):
+        _current.append(self)
         return self
 
     def __exit__(self, *exc):
+        _current.pop()
         return False
 
 
+_current = [Stream(null=True)]
+
 class Event:
     def __init__(self, block=False, disable_timing=False, interprocess=False):
-        self.recorded = 0
+        self.stream_ptr = None
 
     def record(self, stream=None):
-        self.recorded += 1
+        self.stream_ptr = (stream or _current[-1]).ptr
 
     def synchronize(self):
         pass
@@ -249,6 +265,7 @@ def install(monkeypatch) -> types.ModuleType:
     cupyx = types.ModuleType("cupyx")
     cufft.Plan1d, cufft.CUFFT_R2C, cufft.CUFFT_FORWARD = Plan1d, CUFFT_R2C, CUFFT_FORWARD
     cuda.cufft, cuda.Stream, cuda.Event, cuda.Device = cufft, Stream, Event, Device
+    cuda.get_current_stream = lambda: _current[-1]
     cuda.runtime = types.SimpleNamespace(getDevice=lambda: 0, getDeviceCount=lambda: 1)
     cp.cuda, cp.ndarray, cp.RawModule = cuda, ndarray, RawModule
     cp.float32, cp.uint8 = np.float32, np.uint8
@@ -261,4 +278,5 @@ def install(monkeypatch) -> types.ModuleType:
     for name, mod in (("cupy", cp), ("cupy.cuda", cuda), ("cupy.cuda.cufft", cufft), ("cupyx", cupyx)):
         monkeypatch.setitem(sys.modules, name, mod)
     RawModule.launches = []
+    Stream.waits = []
     return cp

@@ -209,6 +209,7 @@ def test_stream_segments_equal_predict_window(gpu, tiny_models, precision, atol)
         vf = cp.concatenate([be.encode_video(feats.video_segments(frames, [s])) for s in vstarts])
         af = cp.concatenate([be.encode_audio(feats.log_mel_segments(pcm, [a])) for a in astarts])
         stream = _head_logits(be, vf, af)
+    feats.stream.synchronize()  # queued on feats.stream (no hand-off inside `with feats.stream`)
     np.testing.assert_allclose(cp.asnumpy(stream), cp.asnumpy(window), atol=atol, rtol=0)
     ref = _fp32_logits(tiny_models, vid, aud)  # NumPy features, PyTorch FP32
     assert np.abs(cp.asnumpy(window) - ref).max() <= max(atol, 1e-3) * max(1.0, np.abs(ref).max())

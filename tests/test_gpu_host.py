@@ -68,6 +68,18 @@ def test_log_mel_uploads_span_or_gathers(cp, feats):
             np.testing.assert_array_equal(np.asarray(up[:15360]), pcm[:15360])
 
 
+def test_stream_hand_off(cp, feats):
+    """From another stream: feats.stream waits for the caller's stream, then the caller's waits for it;
+    inside `with feats.stream:` no event is needed."""
+    caller = cp.cuda.get_current_stream()
+    feats.log_mel(np.zeros((1, 10240), np.float32))
+    own = feats.stream.ptr
+    assert fake_cupy.Stream.waits == [(own, caller.ptr), (caller.ptr, own)]
+    with feats.stream:
+        feats.video_input(np.zeros((1, 256, 256, 3), np.uint8))
+    assert len(fake_cupy.Stream.waits) == 2
+
+
 def test_log_mel_device_input_and_waves(cp, feats):
     waves = _pcm(2 * 10240, seed=2).reshape(2, 10240)
     host = np.asarray(feats.log_mel(waves)).copy()
