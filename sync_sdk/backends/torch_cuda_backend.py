@@ -7,7 +7,9 @@ the same kind (CuPy in -> CuPy out, NumPy in -> NumPy out, torch in -> torch out
 Each (stage, input shape) is captured once as a CUDA graph (after a warm-up on a side stream) and
 replayed afterwards: the input is copied into the graph's static buffer, the graph replays on the
 backend's stream, and a copy of the static output is returned. Pass `stream=GpuFeatures.stream` to
-queue everything on the features' stream: no synchronisation happens between the two.
+queue everything on the features' stream: no synchronisation happens between the two. Work is
+ordered after the caller's current torch stream; CuPy results are handed over by DLPack's stream
+protocol, torch results by making the caller's stream wait, NumPy results are copied synchronously.
 """
 from __future__ import annotations
 
@@ -79,13 +81,19 @@ class TorchCudaBackend:
             if len(a.shape) != ndim:
                 raise InputError(f"{stage}: expected a {ndim}-d input, got shape {tuple(a.shape)}")
         kind = _kind(arrays[0])
-        with torch.cuda.device(self.device), torch.cuda.stream(self.stream), torch.inference_mode():
-            tensors = [self._to_tensor(a, k) for a, k in zip(arrays, map(_kind, arrays))]
-            if self.cuda_graphs:
-                out = self._replay(stage, fn, tensors)
-            else:
-                out = fn(*[t.to(self.dtype) for t in tensors]).float()
-            return self._from_tensor(out, kind)
+        with torch.cuda.device(self.device):
+            caller = torch.cuda.current_stream()
+            with torch.cuda.stream(self.stream), torch.inference_mode():
+                self.stream.wait_stream(caller)  # torch inputs made on the caller's stream are ready
+                tensors = [self._to_tensor(a, k) for a, k in zip(arrays, map(_kind, arrays))]
+                if self.cuda_graphs:
+                    out = self._replay(stage, fn, tensors)
+                else:
+                    out = fn(*[t.to(self.dtype) for t in tensors]).float()
+                if kind == "torch":  # hand the result to the caller's stream
+                    caller.wait_stream(self.stream)
+                    out.record_stream(caller)
+                return self._from_tensor(out, kind)
 
     def _to_tensor(self, a, kind: str) -> torch.Tensor:
         if kind == "torch":
