@@ -2,10 +2,24 @@
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 version = {}
 exec((ROOT / "sync_sdk" / "version.py").read_text(), version)
+
+
+
+class BuildPyWithKernels(build_py):
+    """Also copy the repo-root kernels/*.cu into the built package as sync_sdk/kernels/*.cu."""
+
+    def run(self):
+        super().run()
+        dst = Path(self.build_lib) / "sync_sdk" / "kernels"
+        dst.mkdir(parents=True, exist_ok=True)
+        for src in sorted((ROOT / "kernels").glob("*.cu")):
+            self.copy_file(str(src), str(dst / src.name))
+
 
 TORCH = "torch==2.13.0"
 EXPORT = [TORCH, "onnx==1.23.2", "onnxscript==0.7.2", "onnxruntime==1.32.0", "onnxconverter-common==1.16.0"]
@@ -18,7 +32,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sync_sdk", "sync_sdk.*"]),
-    package_data={"sync_sdk": ["models/*/*", "kernels/*.cu"]},
+    package_data={"sync_sdk": ["models/*/*", "models/*/*/*"]},
+    cmdclass={"build_py": BuildPyWithKernels},
     install_requires=[
         "numpy>=1.24",
         "av==18.1.0",
