@@ -6,7 +6,19 @@ from .errors import (BackendError, CheckpointError, ClipTooShortError, DownloadE
                      UnsafeCheckpointError, WindowOutOfRangeError)
 from .version import __version__
 
+_LAZY = {"SyncEngine": "engine", "SyncResult": "results", "Timeline": "results", "SyncStream": "stream"}
+
+
+def __getattr__(name: str):
+    """SyncEngine, SyncResult, Timeline, SyncStream are imported on first use (no torch, no PyAV at import)."""
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "SyncEngine", "SyncResult", "SyncStream", "Timeline",
     "ModelConfig", "__version__", "SyncSDKError", "SyncSDKWarning", "InputError", "MediaNotFoundError",
     "MediaDecodeError", "NoVideoStreamError", "NoAudioStreamError", "ClipTooShortError",
     "WindowOutOfRangeError", "CheckpointError", "UnsafeCheckpointError", "DownloadError",

@@ -35,10 +35,13 @@ class SegmentCache:
         self.reset_stats()
 
     def reset_stats(self) -> None:
-        self._encoded = {k: 0 for k in KINDS}
-        self.hits = 0
-        self.misses = 0
-        self.evictions = 0
+        self._counts = {"audio": 0, "video": 0, "hits": 0, "misses": 0, "evictions": 0}
+
+    def uncached(self) -> "SegmentCache":
+        """A cache that holds nothing (every segment is encoded) but counts into this one's counters."""
+        view = SegmentCache(0)
+        view._counts = self._counts
+        return view
 
     def clear(self) -> None:
         """Drop every feature and zero the counters."""
@@ -56,21 +59,21 @@ class SegmentCache:
         first_pos: dict[Hashable, int] = {}
         for pos, key in enumerate(keys):
             if key in found or key in first_pos:
-                self.hits += 1
+                self._counts["hits"] += 1
                 continue
             if key in ring:
                 ring.move_to_end(key)
                 found[key] = ring[key]
-                self.hits += 1
+                self._counts["hits"] += 1
             else:
                 first_pos[key] = pos
                 missing.append(pos)
-                self.misses += 1
+                self._counts["misses"] += 1
         if missing:
             feats = encode(missing)
             if len(feats) != len(missing):
                 raise RuntimeError(f"encode returned {len(feats)} features for {len(missing)} segments")
-            self._encoded[kind] += len(missing)
+            self._counts[kind] += len(missing)
             for i, pos in enumerate(missing):
                 found[keys[pos]] = feats[i].copy()
             self._store(ring, {keys[p]: found[keys[p]] for p in missing})
@@ -84,19 +87,20 @@ class SegmentCache:
             ring.move_to_end(key)
         while len(ring) > self.capacity:
             ring.popitem(last=False)
-            self.evictions += 1
+            self._counts["evictions"] += 1
 
     def __len__(self) -> int:
         return sum(len(r) for r in self._rings.values())
 
     def stats(self) -> dict:
         """Counters since the last clear(): segments encoded per kind, hits, misses, evictions, size."""
+        c = self._counts
         return {
-            "audio_segments_encoded": self._encoded["audio"],
-            "visual_segments_encoded": self._encoded["video"],
-            "hits": self.hits,
-            "misses": self.misses,
-            "evictions": self.evictions,
+            "audio_segments_encoded": c["audio"],
+            "visual_segments_encoded": c["video"],
+            "hits": c["hits"],
+            "misses": c["misses"],
+            "evictions": c["evictions"],
             "size": len(self),
             "capacity": self.capacity,
         }

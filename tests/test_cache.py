@@ -71,6 +71,14 @@ def test_capacity_zero_disables_caching():
     assert cache.stats()["visual_segments_encoded"] == 6 and len(cache) == 0
 
 
+def test_uncached_view_counts_into_the_parent():
+    cache, enc = SegmentCache(), Encoder()
+    view = cache.uncached()
+    fetch(view, enc, "video", [("s", 1), ("s", 2)])
+    fetch(view, enc, "video", [("s", 1)])
+    assert cache.stats()["visual_segments_encoded"] == 3 and len(cache) == len(view) == 0
+
+
 def test_stored_features_do_not_alias_the_encoder_batch():
     cache = SegmentCache()
     batch = np.zeros((2, 2, 3), np.float32)

@@ -1,0 +1,223 @@
+"""SyncEngine: the SDK's front door. Orchestration only: media -> features -> backend -> results.
+
+    engine = SyncEngine.from_pretrained("synthetic-tiny")
+    engine.predict("clip.mp4").offset_sec        # seconds, positive = audio leads video
+    engine.scan("film.mp4", hop_sec=0.96)         # Timeline, one window every 3 grid steps
+    stream = engine.stream(); stream.push_video(frames, pts); stream.push_audio(samples, pts)
+
+Windows are the official 5-s crops (14 segments of 16 frames / 10240 samples, step 8 / 5120).
+`scan` and `stream` encode each grid segment once (SegmentCache); `predict` encodes its clip.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .cache import SegmentCache
+from .config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT, ModelConfig
+from .errors import BackendError, InputError
+from .results import SyncResult, Timeline, softmax
+from .windows import SEG_FRAMES, SEG_SAMPLES, segment_frame, segment_sample
+
+DEFAULT_CACHE_CAPACITY = 256
+
+
+def to_numpy(x) -> np.ndarray:
+    """A backend output (NumPy or a device array) as a NumPy array."""
+    return x.get() if type(x).__module__.split(".")[0] == "cupy" else np.asarray(x)
+
+
+class SyncEngine:
+    """Predicts audio-visual offsets with one backend (see `from_pretrained`).
+
+    backend: any object with the `backends.base.Backend` protocol. cache_capacity: segment features
+    kept per kind for scan (0 = no cache). max_batch: segments per encoder call.
+    """
+
+    def __init__(self, backend, *, model_id: str = "", details: dict | None = None,
+                 cache_capacity: int = DEFAULT_CACHE_CAPACITY, max_batch: int = 14) -> None:
+        self.backend = backend
+        self.config: ModelConfig = backend.config
+        self.model_id = model_id or getattr(backend, "model_id", "") or "unnamed"
+        self.max_batch = int(max_batch)
+        self.cache = SegmentCache(cache_capacity)
+        self._details = dict(details or {})
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, backend: str = "auto",
+                        device: str = "auto", precision: str = "auto", **kwargs) -> "SyncEngine":
+        """Engine for a bundled model name ("synthetic-tiny"), an official checkpoint id (downloaded
+        once; None = the AudioSet model 24-01-04T16-39-21), a checkpoint file (.pt/.pth/.safetensors)
+        or an export directory (manifest.json from export/build_engine.py).
+
+        backend: "auto" | "tensorrt" | "onnxruntime" | "torch". auto = TensorRT on a GPU with engines,
+        else ONNX Runtime from an export directory (CUDA provider when present, else CPU), else torch
+        for a checkpoint. device: "auto" | "cpu" | "cuda" | "cuda:N". precision: "auto" | "fp32" |
+        "fp16" | "int8" (what the export holds). kwargs: threads, allow_unsafe, cache_capacity, max_batch.
+        `engine.info()` says what was picked and why.
+        """
+        from .loading import load_backend
+        engine_kwargs = {k: kwargs.pop(k) for k in ("cache_capacity", "max_batch") if k in kwargs}
+        be, details = load_backend(name_or_path, backend=backend, device=device, precision=precision, **kwargs)
+        return cls(be, model_id=details.get("model_id", ""), details=details, **engine_kwargs)
+
+    def info(self) -> dict:
+        """What runs: backend, device, precision, model id and config, why it was picked, versions."""
+        from .loading import versions
+        return {
+            "backend": self.backend.name,
+            "device": str(getattr(self.backend, "device", "cpu")),
+            "precision": getattr(self.backend, "precision", "fp32"),
+            "model_id": self.model_id,
+            "variant": self.config.variant,
+            "config": self.config.to_dict(),
+            **{k: v for k, v in self._details.items() if k != "model_id"},
+            "cache": self.cache_stats(),
+            "versions": versions(),
+        }
+
+    # ---------------------------------------------------------------- one clip
+    def predict(self, source, start_sec: float = 0.0, offset_sec: float = 0.0) -> SyncResult:
+        """Offset of the 5-s window starting at `start_sec` of `source`.
+
+        source: path | (frames (T,H,W,3) uint8, fps, audio (N,) or (N,C) float, sample_rate) | AVClip.
+        offset_sec: an extra shift applied to the audio crop first (official evaluation; 0 = as is).
+        """
+        return self.predict_batch([source], start_sec=start_sec, offset_sec=offset_sec)[0]
+
+    def predict_batch(self, sources: Sequence, start_sec: float | Sequence[float] = 0.0,
+                      offset_sec: float | Sequence[float] = 0.0) -> list[SyncResult]:
+        """`predict` for many clips: all their segments go through the encoders in batches."""
+        self._require_variant("sync", "predict")
+        starts, offsets = _per_item(start_sec, len(sources)), _per_item(offset_sec, len(sources))
+        logits = self._clip_logits([(s, st, off) for s, st, off in zip(sources, starts, offsets)])
+        return [SyncResult.from_logits(lg, start_sec=st, source=_name(s))
+                for lg, s, st in zip(logits, sources, starts)]
+
+    def synchronizability(self, source, start_sec: float = 0.0) -> float:
+        """Probability (0..1) that the clip can be synchronised at all: the 2-class model on the
+        first 13 segments of the window (official evaluation). Needs a synchronizability checkpoint."""
+        self._require_variant("synchronizability", "synchronizability")
+        logits = self._clip_logits([(source, start_sec, 0.0)])
+        return float(softmax(logits)[0, 1])
+
+    def _clip_logits(self, items: list[tuple]) -> np.ndarray:
+        from .preprocess import prepare_inputs
+        n = self.config.n_segments
+        vids, auds = [], []
+        for source, start, offset in items:
+            vid, aud = prepare_inputs(source, offset_sec=offset, start_sec=start)
+            vids.append(vid[:n])
+            auds.append(aud[:n])
+        vfeat = self._encode("video", np.concatenate(vids))
+        afeat = self._encode("audio", np.concatenate(auds))
+        return self._head(vfeat.reshape(len(items), n, *vfeat.shape[1:]),
+                          afeat.reshape(len(items), n, *afeat.shape[1:]))
+
+    # ---------------------------------------------------------------- stages
+    def _encode(self, kind: str, inputs):
+        """Encoder outputs (N, tokens, dim) for N segment inputs, `max_batch` at a time."""
+        fn = self.backend.encode_video if kind == "video" else self.backend.encode_audio
+        outs = [fn(inputs[i:i + self.max_batch]) for i in range(0, len(inputs), self.max_batch)]
+        if len(outs) == 1:
+            return outs[0]
+        from .cache import _stack  # same array library as the outputs
+        return _stack([o for out in outs for o in out])
+
+    def _head(self, vfeat, afeat) -> np.ndarray:
+        """vfeat (B, S, 8, Dv), afeat (B, S, 6, Da) -> logits (B, num_classes) NumPy."""
+        b, s = vfeat.shape[:2]
+        v = vfeat.reshape(b, s * VIDEO_TOKENS_PER_SEGMENT, vfeat.shape[-1])
+        a = afeat.reshape(b, s * AUDIO_TOKENS_PER_SEGMENT, afeat.shape[-1])
+        return to_numpy(self.backend.head(v, a))
+
+    def encode_segments(self, cache: SegmentCache, source_id, frames: np.ndarray, frame0: int,
+                        audio: np.ndarray, sample0: int, segs: Iterable[int]):
+        """Features of grid segments `segs` through `cache`: ((n, 8, Dv), (n, 6, Da)).
+
+        frames (T,H,W,3) uint8 hold media frames frame0.., audio (N,) float32 samples sample0..;
+        grid segment g = frames [2+8g, 18+8g), samples [1280+5120g, 11520+5120g) of the media.
+        """
+        from .features import log_mel, video_input
+        segs = list(segs)
+
+        def encode_video(positions):
+            starts = [segment_frame(segs[p]) - frame0 for p in positions]
+            return self._encode("video", video_input(np.stack([frames[f:f + SEG_FRAMES] for f in starts])))
+
+        def encode_audio(positions):
+            starts = [segment_sample(segs[p]) - sample0 for p in positions]
+            return self._encode("audio", log_mel(np.stack([audio[a:a + SEG_SAMPLES] for a in starts])))
+
+        vfeat = cache.fetch("video", [(source_id, "video", segment_frame(g)) for g in segs], encode_video)
+        afeat = cache.fetch("audio", [(source_id, "audio", segment_sample(g)) for g in segs], encode_audio)
+        return vfeat, afeat
+
+    def window_logits(self, cache: SegmentCache, source_id, frames: np.ndarray, frame0: int,
+                      audio: np.ndarray, sample0: int, windows: Sequence[int]) -> np.ndarray:
+        """Offset logits (len(windows), 21) of grid windows j (segments j..j+S-1), features via `cache`."""
+        n = self.config.n_segments
+        segs = sorted({g for j in windows for g in range(j, j + n)})
+        vfeat, afeat = self.encode_segments(cache, source_id, frames, frame0, audio, sample0, segs)
+        row = {g: i for i, g in enumerate(segs)}
+        take = np.array([[row[g] for g in range(j, j + n)] for j in windows])
+        return self._head(vfeat[take.reshape(-1)].reshape(len(windows), n, *vfeat.shape[1:]),
+                          afeat[take.reshape(-1)].reshape(len(windows), n, *afeat.shape[1:]))
+
+    # ---------------------------------------------------------------- whole files
+    def scan(self, source, hop_sec: float = 0.32, *, batch_windows: int = 8, cache: bool = True,
+             progress: Callable[[int, int | None], None] | None = None) -> Timeline:
+        """Predictions over the whole media: window j starts at j*0.32 s (frame 8j, sample 5120j),
+        one window every `hop_sec` (a multiple of 0.32 s), every window whose 5-s crop fits.
+
+        The decode is streamed (memory ~ a few windows); each grid segment is encoded once
+        (cache=False re-encodes the 14 segments of every window, for comparison).
+        progress(windows_done, total_or_None) is called after each batch of windows.
+        """
+        from .scanning import scan
+        self._require_variant("sync", "scan")
+        return scan(self, source, hop_sec, batch_windows=batch_windows, cache=cache, progress=progress)
+
+    def stream(self, hop_sec: float = 0.32):
+        """A SyncStream: push frames/samples as they arrive, get a prediction per new window."""
+        from .stream import SyncStream
+        self._require_variant("sync", "stream")
+        return SyncStream(self, hop_sec=hop_sec)
+
+    # ---------------------------------------------------------------- cache
+    def cache_stats(self) -> dict:
+        """Segment cache counters: audio/visual segments encoded, hits, misses, evictions, size."""
+        return self.cache.stats()
+
+    def clear_cache(self) -> None:
+        self.cache.clear()
+
+    def _require_variant(self, variant: str, what: str) -> None:
+        if self.config.variant == variant:
+            return
+        if variant == "synchronizability":
+            raise BackendError(f"{what}() needs a synchronizability model, but this engine holds the "
+                               f"{self.config.variant!r} model {self.model_id}; load one with "
+                               "SyncEngine.from_pretrained('24-01-22T20-34-52')")
+        raise BackendError(f"{what}() needs an offset (sync) model, but this engine holds the "
+                           f"{self.config.variant!r} model {self.model_id}; use synchronizability() "
+                           "or load a sync checkpoint")
+
+    def __repr__(self) -> str:
+        return f"SyncEngine(model={self.model_id!r}, backend={self.backend.name!r})"
+
+
+def _per_item(value, n: int) -> list:
+    if isinstance(value, (int, float)):
+        return [float(value)] * n
+    value = list(value)
+    if len(value) != n:
+        raise InputError(f"expected {n} values (one per source), got {len(value)}")
+    return value
+
+
+def _name(source) -> str | None:
+    return str(source) if isinstance(source, (str, Path)) else None

@@ -1,0 +1,204 @@
+"""SyncEngine against the torch reference: predict, predict_batch, scan (segment cache), synchronizability,
+model loading. Tiny config, seeded random weights, synthetic media."""
+import numpy as np
+import pytest
+
+from sync_sdk.errors import (BackendError, CheckpointError, ClipTooShortError, DownloadError, InputError,
+                             MediaNotFoundError)
+from sync_sdk.grid import class_to_offset
+from sync_sdk.windows import window_start_sec
+from tiny_engine import media_arrays, tiny_engine
+
+torch = pytest.importorskip("torch")
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return tiny_engine()
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """6.5 s: 162 frames / 104000 samples -> windows j = 0..4 (crop of 125 frames at 8j), 18 grid segments."""
+    return media_arrays(6.5)
+
+
+@pytest.fixture(scope="module")
+def timeline(engine, clip):
+    engine.clear_cache()
+    return engine.scan(clip, hop_sec=0.32, batch_windows=2), engine.cache_stats()
+
+
+def reference_logits(engine, source, start_sec=0.0, offset_sec=0.0):
+    """Whole model forward on the official inputs: no engine code involved."""
+    from sync_sdk.preprocess import prepare_inputs
+    vid, aud = prepare_inputs(source, offset_sec=offset_sec, start_sec=start_sec)
+    model = engine.backend.model
+    with torch.inference_mode():
+        return model(torch.from_numpy(vid)[None], torch.from_numpy(aud)[None])[0].numpy()
+
+
+def test_predict_equals_model_forward_and_scan_window(engine, clip, timeline):
+    start = window_start_sec(3)
+    res = engine.predict(clip, start_sec=start)
+    ref = reference_logits(engine, clip, start_sec=start)
+    np.testing.assert_allclose(res.logits, ref, atol=ATOL)
+    np.testing.assert_allclose(timeline[0][3].logits, ref, atol=ATOL)
+    assert res.class_index == int(np.argmax(ref)) and res.offset_sec == class_to_offset(res.class_index)
+    assert res.probs.shape == (21,) and abs(res.probs.sum() - 1) < 1e-5
+    assert res.topk[0] == (res.offset_sec, pytest.approx(res.confidence)) and len(res.topk) == 5
+    assert res.in_sync == (res.class_index == 10)
+    assert res.in_sync_tolerant == (abs(res.class_index - 10) <= 1)
+    d = res.to_dict()
+    assert d["offset_sec"] == res.offset_sec and len(d["probs"]) == 21 and d["start_sec"] == 0.96
+
+
+def test_predict_with_offset_shifts_the_audio(engine, clip, timeline):
+    res = engine.predict(clip, start_sec=1.0, offset_sec=-0.6)
+    np.testing.assert_allclose(res.logits, reference_logits(engine, clip, 1.0, -0.6), atol=ATOL)
+    assert np.abs(res.logits - timeline[0][3].logits).max() > 0.1  # the inputs really differ
+
+
+def test_predict_batch_equals_scan_windows(engine, clip, timeline):
+    batch = engine.predict_batch([clip, clip], start_sec=[0.0, 0.64])
+    for res, j in zip(batch, (0, 2)):
+        np.testing.assert_allclose(res.logits, timeline[0][j].logits, atol=ATOL)
+    assert [r.start_sec for r in batch] == [0.0, 0.64]
+    with pytest.raises(InputError):
+        engine.predict_batch([clip, clip], start_sec=[0.0])
+
+
+def test_scan_encodes_each_segment_once(engine, clip, timeline):
+    tl, stats = timeline
+    assert [round(w.start_sec, 6) for w in tl] == [0.0, 0.32, 0.64, 0.96, 1.28]
+    assert stats["audio_segments_encoded"] == stats["visual_segments_encoded"] == 18
+    # batches of 2 windows: [0, 1] looks up segments 0..14, [2, 3] 2..16 (13 reused), [4] 4..17 (13 reused)
+    assert stats["misses"] == 2 * 18 and stats["hits"] == 2 * (13 + 13)
+    for hop in (0.64, 1.28):
+        engine.clear_cache()
+        tl_hop = engine.scan(clip, hop_sec=hop, batch_windows=1)
+        st = engine.cache_stats()
+        assert st["audio_segments_encoded"] == st["visual_segments_encoded"] == 18
+        k = round(hop / 0.32)
+        for w, j in zip(tl_hop, range(0, 5, k)):
+            np.testing.assert_allclose(w.logits, tl[j].logits, atol=ATOL)
+
+
+def test_scan_uncached_gives_the_same_results(engine, clip, timeline):
+    engine.clear_cache()
+    uncached = engine.scan(clip, hop_sec=0.64, cache=False)
+    st = engine.cache_stats()
+    assert st["visual_segments_encoded"] == st["audio_segments_encoded"] == 14 * 3 and st["size"] == 0
+    for a, b in zip(timeline[0][::2], uncached):
+        np.testing.assert_allclose(a.logits, b.logits, atol=ATOL)
+        assert a.class_index == b.class_index
+
+
+def test_scan_of_a_file_decodes_in_chunks(engine, tmp_path, monkeypatch):
+    import sync_sdk.scanning as scanning
+    from sync_sdk.media import read_clip
+    from sync_sdk.synthetic import generate_clip, write_clip
+    path = write_clip(generate_clip(5, duration_sec=6.5), tmp_path / "c.mp4")
+    monkeypatch.setattr(scanning, "CHUNK_SEC", 0.96)  # 7 chunks: windows span chunk boundaries
+    whole = read_clip(path)
+    chunks = list(iter(scanning.FileReader(path).next_chunk, None))
+    assert len(chunks) == 7
+    np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]), whole.frames)
+    np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), whole.audio)
+    engine.clear_cache()
+    from_file = engine.scan(path, hop_sec=1.28)
+    assert len(from_file) == 2 and from_file.source == str(path)
+    assert engine.cache_stats()["visual_segments_encoded"] == 18
+    np.testing.assert_allclose(engine.predict(path, start_sec=from_file[1].start_sec).logits,
+                               from_file[1].logits, atol=ATOL)
+
+
+def test_scan_window_start_is_what_prepare_inputs_uses():
+    from sync_sdk.segments import official_window
+    for j in range(3000):
+        assert official_window(0.0, window_start_sec(j)) == (8 * j, 5120 * j)
+
+
+def test_scan_too_short_and_bad_hop(engine):
+    frames, fps, audio, sr = media_arrays(4.0)
+    with pytest.raises(ClipTooShortError):
+        engine.scan((frames, fps, audio, sr))
+    with pytest.raises(InputError):
+        engine.scan((frames, fps, audio, sr), hop_sec=0.5)
+
+
+def test_scan_timeline_outputs(timeline, tmp_path):
+    timeline = timeline[0]
+    rows = timeline.to_csv().splitlines()
+    assert rows[0].startswith("window,start_sec,end_sec,offset_sec") and len(rows) == 1 + len(timeline)
+    d = timeline.to_dict(probs=True)
+    assert d["summary"]["n_windows"] == len(timeline) and len(d["windows"][0]["probs"]) == 21
+    assert d["windows"][1]["start_sec"] == 0.32 and d["windows"][1]["end_sec"] == 5.32
+    pytest.importorskip("matplotlib")
+    from sync_sdk.plots import plot_timeline
+    out = plot_timeline(timeline, tmp_path / "t.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_synchronizability_uses_first_13_segments(clip):
+    from sync_sdk.preprocess import prepare_inputs
+    eng = tiny_engine("synchronizability")
+    p = eng.synchronizability(clip, start_sec=0.5)
+    vid, aud = prepare_inputs(clip, start_sec=0.5)
+    with torch.inference_mode():
+        logits = eng.backend.model(torch.from_numpy(vid[:13])[None], torch.from_numpy(aud[:13])[None])[0]
+    assert p == pytest.approx(float(torch.softmax(logits, -1)[1]), abs=1e-6)
+    with pytest.raises(BackendError, match="sync"):
+        eng.predict(clip)
+
+
+def test_synchronizability_needs_its_model(engine, clip):
+    with pytest.raises(BackendError, match="24-01-22T20-34-52"):
+        engine.synchronizability(clip)
+
+
+def test_typed_input_errors(engine, tmp_path):
+    with pytest.raises(MediaNotFoundError):
+        engine.predict(tmp_path / "missing.mp4")
+    frames, fps, audio, sr = media_arrays(4.0)
+    with pytest.raises(ClipTooShortError):
+        engine.predict((frames, fps, audio, sr))
+
+
+# ------------------------------------------------------------------------------- loading
+def test_from_pretrained_checkpoint_file_runs_torch(tmp_path, clip, timeline):
+    from sync_sdk.checkpoint import save_checkpoint
+    from sync_sdk.engine import SyncEngine
+    from tiny_engine import tiny_state_dict
+    sd, config = tiny_state_dict()
+    path = save_checkpoint(tmp_path / "tiny.safetensors", sd, config)
+    eng = SyncEngine.from_pretrained(path)
+    info = eng.info()
+    assert info["backend"] == "torch-cpu" and info["model_id"] == "tiny" and info["source"] == "checkpoint"
+    assert any("exporting is faster" in n for n in info["notes"])
+    assert info["config"]["v_dim"] == 64 and info["versions"]["numpy"] == np.__version__
+    np.testing.assert_allclose(eng.predict(clip).logits, timeline[0][0].logits, atol=ATOL)
+    with pytest.raises(BackendError, match="fp32"):
+        SyncEngine.from_pretrained(path, precision="fp16")
+    with pytest.raises(BackendError, match="export"):
+        SyncEngine.from_pretrained(path, backend="onnxruntime")
+
+
+def test_from_pretrained_unknown_name_lists_choices():
+    from sync_sdk.engine import SyncEngine
+    with pytest.raises(CheckpointError, match="synthetic-tiny"):
+        SyncEngine.from_pretrained("no-such-model")
+
+
+def test_download_failure_names_the_offline_model(monkeypatch):
+    import sync_sdk.checkpoint as ck
+    from sync_sdk.engine import SyncEngine
+
+    def fail(name, *a, **k):
+        raise DownloadError(f"could not download {name}: network unreachable")
+    monkeypatch.setattr(ck, "download_checkpoint", fail)
+    with pytest.raises(DownloadError, match="synthetic-tiny") as e:
+        SyncEngine.from_pretrained()  # None = the AudioSet checkpoint
+    assert "24-01-04T16-39-21" in str(e.value)
