@@ -408,17 +408,25 @@ class WorkerPlan:
 
 def plan_workers(cluster_cpus: float, cluster_gpus: float, device: str = "auto", workers: int | None = None,
                  cpus_per_worker: float | None = None, threads: int | None = None) -> WorkerPlan:
-    """One actor per GPU (device "auto"/"cuda" and GPUs present); else CPU actors sharing half of
-    the cluster's CPUs (at most one each, so decode tasks keep the other half)."""
+    """The actor pool for a cluster of `cluster_cpus` CPUs and `cluster_gpus` GPUs.
+
+    With GPUs (device "auto"/"cuda"): one actor per GPU by default; more actors than GPUs share them
+    (num_gpus = GPUs / actors). Without: half as many actors as CPUs. Either way the actors take at
+    most half of the CPUs together (at most one each), so the decode tasks (1 CPU each) keep the
+    rest; an explicit `cpus_per_worker` that leaves them less than one CPU is refused.
+    """
     if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     gpus = int(cluster_gpus) if device != "cpu" else 0
     if device.startswith("cuda") and not gpus:
         raise BackendError(f"device {device!r} asked for, but the Ray cluster has no GPUs")
-    if gpus:
-        return WorkerPlan(workers or gpus, 1.0, cpus_per_worker or 1.0, "cuda", threads)
-    n = workers or max(1, int(cluster_cpus // 2))
+    n = workers or gpus or max(1, int(cluster_cpus // 2))
     per = cpus_per_worker or min(1.0, max(cluster_cpus / 2, 0.5) / n)
+    if cluster_cpus - n * per < 1:
+        raise InputError(f"{n} workers x {per} CPUs leave {cluster_cpus - n * per:g} of the cluster's "
+                         f"{cluster_cpus:g} CPUs to the decode tasks, which need 1; ask for fewer")
+    if gpus:
+        return WorkerPlan(n, min(1.0, gpus / n), per, "cuda", threads)
     return WorkerPlan(n, 0.0, per, "cpu", threads or max(1, int(per)))
 
 

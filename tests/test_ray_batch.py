@@ -66,11 +66,14 @@ def test_manifest_kinds(tmp_path):
 def test_plan_workers():
     gpu = plan_workers(32, 4)
     assert (gpu.workers, gpu.num_gpus, gpu.num_cpus, gpu.device, gpu.kind) == (4, 1.0, 1.0, "cuda", "gpu")
+    assert (plan_workers(32, 4, workers=8).num_gpus, plan_workers(4, 4).num_cpus) == (0.5, 0.5)  # shared
     assert plan_workers(32, 4, device="cpu").kind == "cpu"
     assert (plan_workers(2, 0).workers, plan_workers(2, 0).num_cpus, plan_workers(2, 0).threads) == (1, 1.0, 1)
     four = plan_workers(2, 0, workers=4)  # actors share half the CPUs, decode tasks keep the other half
     assert (four.workers, four.num_cpus * four.workers, four.threads) == (4, 1.0, 1)
-    assert plan_workers(64, 0).workers == 32
+    assert plan_workers(64, 0).workers == 32 and plan_workers(64, 0, cpus_per_worker=4, workers=8).threads == 4
+    with pytest.raises(InputError, match="decode tasks"):
+        plan_workers(2, 0, workers=2, cpus_per_worker=1)
     with pytest.raises(BackendError, match="no GPUs"):
         plan_workers(8, 0, device="cuda")
     with pytest.raises(InputError):
