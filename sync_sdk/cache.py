@@ -13,11 +13,15 @@ from typing import Callable, Hashable, Sequence
 KINDS = ("audio", "video")
 
 
-def _stack(items: list):
-    """Stack (tokens, dim) arrays with their own array library (numpy, cupy, torch all have .stack)."""
+def array_module(x):
+    """The array library of x (numpy, cupy, torch: each has .stack and .concatenate/.cat)."""
     import sys
-    lib = sys.modules[type(items[0]).__module__.split(".")[0]]
-    return lib.stack(items)
+    return sys.modules[type(x).__module__.split(".")[0]]
+
+
+def stack(items: list):
+    """Stack (tokens, dim) arrays with their own array library."""
+    return array_module(items[0]).stack(items)
 
 
 class SegmentCache:
@@ -77,7 +81,7 @@ class SegmentCache:
             for i, pos in enumerate(missing):
                 found[keys[pos]] = feats[i].copy()
             self._store(ring, {keys[p]: found[keys[p]] for p in missing})
-        return _stack([found[k] for k in keys])
+        return stack([found[k] for k in keys])
 
     def _store(self, ring: OrderedDict, new: dict) -> None:
         if self.capacity == 0:

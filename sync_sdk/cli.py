@@ -176,9 +176,20 @@ def cmd_convert(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export_onnx import export_model
-    out = export_model(args.model, args.out_dir, precision=args.precision, backend=args.backend)
-    print(f"exported {args.model} to {out}")
+    from .export_onnx import export_model, resolve_backend
+    from .loading import bundled_models, resolve_model
+    model, model_id = str(args.model), None
+    if model in bundled_models():  # the exporter reads files, ids and "tiny": hand it the bundled file
+        src = resolve_model(model)
+        if src.checkpoint is None:
+            raise InputError(f"bundled model {model} has no checkpoint file to export")
+        model, model_id = str(src.checkpoint), src.model_id
+    precision = args.precision
+    if precision is None:
+        precision = "fp16" if resolve_backend(args.backend, "fp16")[0] == "tensorrt" else "fp32"
+    export_model(model, args.out_dir, model_id=model_id, precision=precision, backend=args.backend,
+                 variants=args.variants, max_clips=args.max_clips, say=lambda m: print(m, file=sys.stderr))
+    print(f"exported {args.model} to {args.out_dir} ({precision}); use it with --model {args.out_dir}")
     return EXIT_OK
 
 
@@ -297,11 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_convert)
 
     sp = sub.add_parser("export", help="export a model to ONNX (and TensorRT engines on a GPU)",
-                        formatter_class=fmt, epilog=EPILOG)
-    sp.add_argument("model", help="bundled name, official id or checkpoint file")
+                        formatter_class=fmt, epilog=EPILOG,
+                        description="Export the three stages (audio encoder, visual encoder, head) to ONNX "
+                                    "with a manifest; with TensorRT and a GPU also build engines. The "
+                                    "directory is then a --model for every command.")
+    sp.add_argument("model", help="bundled name, official id, checkpoint file, or 'tiny' (random weights)")
     sp.add_argument("out_dir", type=Path)
-    sp.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
-    sp.add_argument("--backend", default="onnx", choices=["onnx", "tensorrt"])
+    sp.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                    help="default variant: fp16 with TensorRT, else fp32 (int8: ONNX Runtime CPU)")
+    sp.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "tensorrt"])
+    sp.add_argument("--variants", nargs="*", choices=["fp16", "int8"], default=[],
+                    help="further ONNX precision variants to write")
+    sp.add_argument("--max-clips", type=int, default=4, help="largest batch of 14-segment clips an engine takes")
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("info", help="versions, providers, GPU, checkpoint cache", formatter_class=fmt,

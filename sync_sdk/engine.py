@@ -15,13 +15,14 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .cache import SegmentCache
+from .cache import SegmentCache, array_module
 from .config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT, ModelConfig
 from .errors import BackendError, InputError
 from .results import SyncResult, Timeline, softmax
 from .windows import SEG_FRAMES, SEG_SAMPLES, segment_frame, segment_sample
 
 DEFAULT_CACHE_CAPACITY = 256
+GPU_BACKEND_PREFIXES = ("tensorrt", "torch-cuda")
 
 
 def to_numpy(x) -> np.ndarray:
@@ -29,20 +30,51 @@ def to_numpy(x) -> np.ndarray:
     return x.get() if type(x).__module__.split(".")[0] == "cupy" else np.asarray(x)
 
 
+class CpuFeatures:
+    """Segment model inputs with NumPy (features.py); GpuFeatures (gpu.py) has the same two methods."""
+
+    def video_segments(self, frames: np.ndarray, starts) -> np.ndarray:
+        """frames (T,H,W,3) uint8, segments frames[s:s+16] -> (n, 16, 3, 224, 224) float32."""
+        from .features import video_input
+        return video_input(np.stack([frames[s:s + SEG_FRAMES] for s in starts]))
+
+    def log_mel_segments(self, pcm: np.ndarray, starts) -> np.ndarray:
+        """pcm (L,) float32 16 kHz, segments pcm[s:s+10240] -> (n, 1, 128, 66) float32."""
+        from .features import log_mel
+        return log_mel(np.stack([pcm[s:s + SEG_SAMPLES] for s in starts]))
+
+
+def default_features(backend):
+    """GpuFeatures for a GPU backend when CuPy sees a device (features and cache stay on the GPU),
+    else CpuFeatures."""
+    if backend.name.startswith(GPU_BACKEND_PREFIXES):
+        from .gpu import GpuFeatures, cuda_available
+        if cuda_available():
+            return GpuFeatures(device=_device_index(getattr(backend, "device", 0)))
+    return CpuFeatures()
+
+
+def _device_index(device) -> int:
+    index = getattr(device, "index", device)  # torch.device or int
+    return int(index or 0)
+
+
 class SyncEngine:
     """Predicts audio-visual offsets with one backend (see `from_pretrained`).
 
     backend: any object with the `backends.base.Backend` protocol. cache_capacity: segment features
-    kept per kind for scan (0 = no cache). max_batch: segments per encoder call.
+    kept per kind for scan (0 = no cache). max_batch: segments per encoder call. features: how scan
+    and stream make segment inputs (CpuFeatures, GpuFeatures; None = default_features(backend)).
     """
 
     def __init__(self, backend, *, model_id: str = "", details: dict | None = None,
-                 cache_capacity: int = DEFAULT_CACHE_CAPACITY, max_batch: int = 14) -> None:
+                 cache_capacity: int = DEFAULT_CACHE_CAPACITY, max_batch: int = 14, features=None) -> None:
         self.backend = backend
         self.config: ModelConfig = backend.config
         self.model_id = model_id or getattr(backend, "model_id", "") or "unnamed"
         self.max_batch = int(max_batch)
         self.cache = SegmentCache(cache_capacity)
+        self.features = features if features is not None else default_features(backend)
         self._details = dict(details or {})
 
     # ---------------------------------------------------------------- construction
@@ -74,6 +106,7 @@ class SyncEngine:
             "model_id": self.model_id,
             "variant": self.config.variant,
             "config": self.config.to_dict(),
+            "features": type(self.features).__name__,
             **{k: v for k, v in self._details.items() if k != "model_id"},
             "cache": self.cache_stats(),
             "versions": versions(),
@@ -112,8 +145,8 @@ class SyncEngine:
             vid, aud = prepare_inputs(source, offset_sec=offset, start_sec=start)
             vids.append(vid[:n])
             auds.append(aud[:n])
-        vfeat = self._encode("video", np.concatenate(vids))
-        afeat = self._encode("audio", np.concatenate(auds))
+        vfeat = self._encode("video", vids[0] if len(vids) == 1 else np.concatenate(vids))
+        afeat = self._encode("audio", auds[0] if len(auds) == 1 else np.concatenate(auds))
         return self._head(vfeat.reshape(len(items), n, *vfeat.shape[1:]),
                           afeat.reshape(len(items), n, *afeat.shape[1:]))
 
@@ -122,10 +155,7 @@ class SyncEngine:
         """Encoder outputs (N, tokens, dim) for N segment inputs, `max_batch` at a time."""
         fn = self.backend.encode_video if kind == "video" else self.backend.encode_audio
         outs = [fn(inputs[i:i + self.max_batch]) for i in range(0, len(inputs), self.max_batch)]
-        if len(outs) == 1:
-            return outs[0]
-        from .cache import _stack  # same array library as the outputs
-        return _stack([o for out in outs for o in out])
+        return outs[0] if len(outs) == 1 else array_module(outs[0]).concatenate(outs)
 
     def _head(self, vfeat, afeat) -> np.ndarray:
         """vfeat (B, S, 8, Dv), afeat (B, S, 6, Da) -> logits (B, num_classes) NumPy."""
@@ -141,16 +171,15 @@ class SyncEngine:
         frames (T,H,W,3) uint8 hold media frames frame0.., audio (N,) float32 samples sample0..;
         grid segment g = frames [2+8g, 18+8g), samples [1280+5120g, 11520+5120g) of the media.
         """
-        from .features import log_mel, video_input
         segs = list(segs)
 
         def encode_video(positions):
-            starts = [segment_frame(segs[p]) - frame0 for p in positions]
-            return self._encode("video", video_input(np.stack([frames[f:f + SEG_FRAMES] for f in starts])))
+            starts = np.array([segment_frame(segs[p]) - frame0 for p in positions], np.int64)
+            return self._encode("video", self.features.video_segments(frames, starts))
 
         def encode_audio(positions):
-            starts = [segment_sample(segs[p]) - sample0 for p in positions]
-            return self._encode("audio", log_mel(np.stack([audio[a:a + SEG_SAMPLES] for a in starts])))
+            starts = np.array([segment_sample(segs[p]) - sample0 for p in positions], np.int64)
+            return self._encode("audio", self.features.log_mel_segments(audio, starts))
 
         vfeat = cache.fetch("video", [(source_id, "video", segment_frame(g)) for g in segs], encode_video)
         afeat = cache.fetch("audio", [(source_id, "audio", segment_sample(g)) for g in segs], encode_audio)
@@ -163,9 +192,9 @@ class SyncEngine:
         segs = sorted({g for j in windows for g in range(j, j + n)})
         vfeat, afeat = self.encode_segments(cache, source_id, frames, frame0, audio, sample0, segs)
         row = {g: i for i, g in enumerate(segs)}
-        take = np.array([[row[g] for g in range(j, j + n)] for j in windows])
-        return self._head(vfeat[take.reshape(-1)].reshape(len(windows), n, *vfeat.shape[1:]),
-                          afeat[take.reshape(-1)].reshape(len(windows), n, *afeat.shape[1:]))
+        take = array_module(vfeat).asarray([row[g] for j in windows for g in range(j, j + n)])
+        return self._head(vfeat[take].reshape(len(windows), n, *vfeat.shape[1:]),
+                          afeat[take].reshape(len(windows), n, *afeat.shape[1:]))
 
     # ---------------------------------------------------------------- whole files
     def scan(self, source, hop_sec: float = 0.32, *, batch_windows: int = 8, cache: bool = True,

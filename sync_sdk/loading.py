@@ -132,9 +132,13 @@ def load_backend(name_or_path=None, backend: str = "auto", device: str = "auto",
                            "(python export/build_engine.py --backend tensorrt) and a GPU")
 
     if backend in ("auto", "onnxruntime") and src.export_dir:
-        from .backends.onnxruntime_backend import OnnxRuntimeBackend
-        be = OnnxRuntimeBackend.from_dir(src.export_dir, providers=_ort_providers(device), threads=threads,
-                                         precision=_precision(precision))
+        from .backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_providers
+        providers = _ort_providers(device)
+        ort_precision = _precision(precision)
+        if ort_precision is None and resolve_providers(providers)[0] == "CPUExecutionProvider":
+            ort_precision = "fp32"  # fp16 graphs are for GPU providers; int8 is opt-in
+        be = OnnxRuntimeBackend.from_dir(src.export_dir, providers=providers, threads=threads,
+                                         precision=ort_precision)
         notes += [f"skipped {t}" for t in tried]
         notes.append(f"ONNX Runtime on {be.providers[0]}")
         return be, details
@@ -147,21 +151,23 @@ def load_backend(name_or_path=None, backend: str = "auto", device: str = "auto",
     if not torch_available():
         raise BackendError(f"{src.model_id} is a checkpoint; running it needs torch (pip install "
                            "'sync-sdk[torch]'), or export it once (`sync-sdk export`) and use ONNX Runtime")
-    if precision not in ("auto", "fp32"):
-        raise BackendError(f"the torch backend runs fp32 only (asked for {precision}); export the model "
-                           "for fp16/int8")
-    from .backends.torch_backend import TorchBackend
     from .checkpoint import load_checkpoint
     from .model import build_model, load_weights
     ck = load_checkpoint(src.checkpoint, allow_unsafe=allow_unsafe)
-    torch_device = device
-    if device == "auto":
-        import torch
-        torch_device = "cuda" if torch.cuda.is_available() else "cpu"
+    import torch
     if threads is not None:
-        import torch
         torch.set_num_threads(int(threads))
-    be = TorchBackend(load_weights(build_model(ck.config), ck.state_dict), device=torch_device)
+    torch_device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    model = load_weights(build_model(ck.config), ck.state_dict)
+    if torch_device.startswith("cuda"):  # the GPU fast path without an export: FP16 + CUDA graphs
+        from .backends.torch_cuda_backend import TorchCudaBackend
+        be = TorchCudaBackend(model, device=torch_device, precision=_precision(precision) or "fp16")
+    else:
+        if precision not in ("auto", "fp32"):
+            raise BackendError(f"the torch backend runs fp32 on the CPU (asked for {precision}); export the "
+                               "model for fp16/int8, or run on a GPU")
+        from .backends.torch_backend import TorchBackend
+        be = TorchBackend(model, device=torch_device)
     notes += [f"skipped {t}" for t in tried]
     if backend == "auto":
         notes.append("no export found, running the PyTorch reference; exporting is faster: "

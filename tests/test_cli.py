@@ -148,3 +148,15 @@ def test_convert(capsys, work, tmp_path):
     assert code == EXIT_OK and "sync model" in out
     ck = load_checkpoint(tmp_path / "c.safetensors")
     assert ck.config.v_dim == 64
+
+
+def test_export_hands_the_exporter_a_checkpoint(capsys, monkeypatch, work, tmp_path):
+    import sync_sdk.export_onnx as exporter
+    calls = []
+    monkeypatch.setattr(exporter, "export_model", lambda model, out, **kw: calls.append((model, out, kw)))
+    monkeypatch.setattr(exporter, "resolve_backend", lambda backend, precision: ("onnxruntime", "no TensorRT"))
+    code, out, _ = run(["export", work / "tiny.safetensors", tmp_path / "exp", "--variants", "int8"], capsys)
+    assert code == EXIT_OK and str(tmp_path / "exp") in out
+    model, out_dir, kw = calls[0]
+    assert model == str(work / "tiny.safetensors") and out_dir == tmp_path / "exp"
+    assert kw["precision"] == "fp32" and kw["variants"] == ["int8"] and kw["backend"] == "auto"

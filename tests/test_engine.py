@@ -66,6 +66,8 @@ def test_predict_batch_equals_scan_windows(engine, clip, timeline):
     for res, j in zip(batch, (0, 2)):
         np.testing.assert_allclose(res.logits, timeline[0][j].logits, atol=ATOL)
     assert [r.start_sec for r in batch] == [0.0, 0.64]
+    split = tiny_engine(max_batch=5).predict_batch([clip, clip], start_sec=[0.0, 0.64])  # 6 encoder calls
+    np.testing.assert_allclose(np.stack([r.logits for r in split]), np.stack([r.logits for r in batch]), atol=ATOL)
     with pytest.raises(InputError):
         engine.predict_batch([clip, clip], start_sec=[0.0])
 
@@ -94,6 +96,27 @@ def test_scan_uncached_gives_the_same_results(engine, clip, timeline):
     for a, b in zip(timeline[0][::2], uncached):
         np.testing.assert_allclose(a.logits, b.logits, atol=ATOL)
         assert a.class_index == b.class_index
+
+
+def test_scan_makes_inputs_with_the_engine_features(engine, clip, timeline):
+    from sync_sdk.engine import CpuFeatures, SyncEngine
+
+    class Counting(CpuFeatures):
+        video = audio = 0
+
+        def video_segments(self, frames, starts):
+            self.video += len(starts)
+            return super().video_segments(frames, starts)
+
+        def log_mel_segments(self, pcm, starts):
+            self.audio += len(starts)
+            return super().log_mel_segments(pcm, starts)
+    feats = Counting()
+    eng = SyncEngine(engine.backend, features=feats)
+    assert eng.info()["features"] == "Counting"
+    tl = eng.scan(clip, hop_sec=1.28)
+    assert (feats.video, feats.audio) == (18, 18)
+    np.testing.assert_allclose(tl[1].logits, timeline[0][4].logits, atol=ATOL)
 
 
 def test_scan_of_a_file_decodes_in_chunks(engine, tmp_path, monkeypatch):
@@ -202,3 +225,16 @@ def test_download_failure_names_the_offline_model(monkeypatch):
     with pytest.raises(DownloadError, match="synthetic-tiny") as e:
         SyncEngine.from_pretrained()  # None = the AudioSet checkpoint
     assert "24-01-04T16-39-21" in str(e.value)
+
+
+def test_runtime_modules_import_without_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from sync_sdk import SyncEngine, SyncResult, SyncStream, Timeline\n"
+            "import sync_sdk.cli, sync_sdk.batch, sync_sdk.plots, sync_sdk.scanning, sync_sdk.loading\n"
+            "assert 'torch' not in {k for k, v in sys.modules.items() if v is not None}\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
