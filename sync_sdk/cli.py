@@ -115,6 +115,9 @@ def cmd_scan(args) -> int:
 
 
 def cmd_batch(args) -> int:
+    if args.ray:
+        from .ray_batch import run_from_cli
+        return run_from_cli(args)
     from .batch import read_file_list, run_batch
     files = list(args.files)
     for lst in args.list or []:
@@ -283,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="skip files that already have an ok line in --out")
     sp.add_argument("--start", type=float, default=0.0, help="window start in seconds")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--ray", action="store_true",
+                    help="run on Ray Data (pip install 'sync-sdk[ray]'): FILE is one CSV/Parquet manifest "
+                         "(path[, start_sec, offset_sec]) and --out a folder of Parquet shards; inputs "
+                         "already scored ok there are skipped")
+    sp.add_argument("--address", help="with --ray: Ray cluster address (default: a new local cluster)")
+    sp.add_argument("--workers", type=int, help="with --ray: model actors (default: one per GPU, else half the CPUs)")
     _add_model_args(sp)
     sp.set_defaults(func=cmd_batch)
 
