@@ -289,14 +289,16 @@ def decode_row(row: dict) -> dict:
 def clip_logits(engine, vid: np.ndarray, aud: np.ndarray) -> np.ndarray:
     """Logits (B, num_classes) of B prepared clips: vid (B,S,16,3,224,224), aud (B,S,1,128,66) with
     S = the model's n_segments, through the engine's backend, `engine.max_batch` segments per call."""
+    from .cache import array_module
     from .config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
     from .engine import to_numpy
     b, s = vid.shape[:2]
     be, m = engine.backend, engine.max_batch
 
-    def encode(fn, x):
+    def encode(fn, x):  # features stay where the backend puts them (NumPy, or CuPy on a GPU)
         x = x.reshape(b * s, *x.shape[2:])
-        return np.concatenate([to_numpy(fn(x[i:i + m])) for i in range(0, len(x), m)])
+        outs = [fn(x[i:i + m]) for i in range(0, len(x), m)]
+        return outs[0] if len(outs) == 1 else array_module(outs[0]).concatenate(outs)
 
     vfeat, afeat = encode(be.encode_video, vid), encode(be.encode_audio, aud)
     return to_numpy(be.head(vfeat.reshape(b, s * VIDEO_TOKENS_PER_SEGMENT, -1),
