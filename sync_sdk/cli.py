@@ -17,6 +17,7 @@ Units and conventions:
   offset_sec   seconds, on the model's grid of 21 classes from -2.0 to +2.0 in steps of 0.2.
                POSITIVE = the audio LEADS the video (a sound is heard before its picture);
                negative = the audio lags. 0.0 = in sync; "in sync (+-1 class)" allows +-0.2 s.
+               To fix a file, delay its audio by offset_sec (advance it when negative).
   window       the model looks at a 5-s crop (14 segments of 0.64 s, step 0.32 s); --start picks
                the crop start (s). Scans put windows on the 0.32-s grid: --hop is a multiple of 0.32.
   media        any file PyAV decodes; it is resampled to 25 fps and 16 kHz mono.
