@@ -152,3 +152,159 @@ def test_runtime_modules_do_not_import_torch():
     code = ("import sys; import sync_sdk.manifest, sync_sdk.backends.onnxruntime_backend, "
             "sync_sdk.backends.tensorrt_backend; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------ TensorRT backend on fakes
+class _FakeCupy:
+    """The CuPy calls the TensorRT backend makes; 'device' arrays are NumPy arrays with `.data.ptr`."""
+
+    class ndarray(np.ndarray):
+        @property
+        def data(self):
+            return type("Ptr", (), {"ptr": self.ctypes.data})()
+
+    def __init__(self):
+        self.live = {}  # pointer -> array, so the fake engine can read and write bound memory
+        stream = type("Stream", (), {"ptr": 7, "__enter__": lambda s: s, "__exit__": lambda s, *a: None,
+                                     "record": lambda s: None, "wait_event": lambda s, e: None})
+        device = type("Device", (), {"__init__": lambda s, i: None, "__enter__": lambda s: s,
+                                     "__exit__": lambda s, *a: None})
+        runtime = type("runtime", (), {"CUDARuntimeError": RuntimeError, "getDeviceProperties":
+                                       staticmethod(lambda i: {"name": b"Fake GPU", "major": 9, "minor": 0})})
+        self.cuda = type("cuda", (), {"Stream": lambda *a, **k: stream(), "Device": device, "runtime": runtime,
+                                      "get_current_stream": staticmethod(lambda: stream())})
+        self.float32 = np.float32
+
+    def _dev(self, a):
+        a = np.ascontiguousarray(a).view(self.ndarray)
+        self.live[a.ctypes.data] = a
+        return a
+
+    def asarray(self, a, dtype=None):
+        return self._dev(np.asarray(a, dtype=dtype))
+
+    def ascontiguousarray(self, a):
+        return a if a.flags.c_contiguous else self._dev(a)
+
+    def empty(self, shape, dtype):
+        return self._dev(np.empty(shape, dtype))
+
+    def asnumpy(self, a, stream=None):
+        return np.array(a)
+
+
+def _fake_tensorrt(cupy, version: str):
+    """A `tensorrt` module whose engines run the stage's ONNX graph (the engine file holds its path)."""
+    import types
+
+    import onnxruntime
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.shapes, self.addr, self.profile = engine, {}, {}, 0
+
+        def set_optimization_profile_async(self, p, stream):
+            self.profile = p
+
+        def set_input_shape(self, name, shape):
+            lo, _, hi = self.engine.ranges[self.profile]
+            ok = lo <= shape[0] <= hi and tuple(shape[1:]) == self.engine.static[name]
+            self.shapes[name] = tuple(shape)
+            return ok
+
+        def get_tensor_shape(self, name):
+            n = next(iter(self.shapes.values()))[0]
+            return (n, *self.engine.static[name])
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = ptr
+
+        def execute_async_v3(self, stream):
+            feeds = {n: cupy.live[self.addr[n]] for n in self.engine.inputs}
+            out = self.engine.session.run(None, {k: np.asarray(v) for k, v in feeds.items()})[0]
+            np.copyto(cupy.live[self.addr[self.engine.outputs[0]]], out)
+            self.engine.calls.append((self.profile, out.shape[0]))
+            return True
+
+    class Engine:
+        def __init__(self, path):
+            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+            self.inputs = [i.name for i in self.session.get_inputs()]
+            self.outputs = [o.name for o in self.session.get_outputs()]
+            self.static = {v.name: tuple(v.shape[1:]) for v in [*self.session.get_inputs(),
+                                                                 *self.session.get_outputs()]}
+            self.ranges = [(1, 1, 1), (1, 14, 56)] if "vid" in self.inputs or "aud" in self.inputs else [(1, 1, 4)]
+            self.num_io_tensors, self.num_optimization_profiles = len(self.static), len(self.ranges)
+            self.calls = []
+
+        def get_tensor_name(self, i):
+            return [*self.inputs, *self.outputs][i]
+
+        def get_tensor_mode(self, name):
+            return "in" if name in self.inputs else "out"
+
+        def get_tensor_dtype(self, name):
+            return np.float32
+
+        def get_tensor_profile_shape(self, name, p):
+            return [(n, *self.static[name]) for n in self.ranges[p]]
+
+        def get_tensor_shape(self, name):
+            return (-1, *self.static[name])
+
+        def create_execution_context(self):
+            return Context(self)
+
+    trt = types.SimpleNamespace(
+        __version__=version, Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda s, level: None}),
+        TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"), nptype=lambda t: t,
+        Runtime=lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda b: Engine(b.decode())))
+    return trt
+
+
+def _add_fake_engines(export_dir, version: str, cc: str = "9.0"):
+    """Engine files (holding their ONNX graph's path) and their manifest entries."""
+    from sync_sdk.manifest import STAGES, sha256_file
+    path = export_dir / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    for stage in STAGES:
+        engine = export_dir / f"{stage}.fp16.engine"
+        engine.write_text(str(export_dir / f"{stage}.onnx"))
+        manifest["files"][engine.name] = {
+            "stage": stage, "kind": "tensorrt", "precision": "fp16", "tensorrt_version": version,
+            "compute_capability": cc, "gpu": "Fake GPU", "sha256": sha256_file(engine),
+            "bytes": engine.stat().st_size}
+    path.write_text(json.dumps(manifest))
+
+
+def test_tensorrt_backend_binds_device_arrays_and_picks_profiles(tiny_reference, tmp_path, monkeypatch):
+    from sync_sdk.backends import tensorrt_backend
+    _, model, out = tiny_reference
+    export = tmp_path / "export"
+    shutil.copytree(out, export)
+    _add_fake_engines(export, "10.13.0.35")
+    cupy = _FakeCupy()
+    monkeypatch.setattr(tensorrt_backend, "_import_gpu", lambda: (_fake_tensorrt(cupy, "10.13.0.35"), cupy))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)  # manifest.gpu_compute_capability imports it
+    be = tensorrt_backend.TensorRTBackend.from_dir(export)
+    assert be.precision == "fp16" and be.name == "tensorrt-fp16-cuda:0"
+
+    rng = np.random.default_rng(0)
+    aud = rng.standard_normal((3, 1, 128, 66)).astype(np.float32)
+    torch_be = TorchBackend(model)
+    got = be.encode_audio(aud)                                  # NumPy in -> NumPy out
+    assert type(got) is np.ndarray
+    np.testing.assert_allclose(got, torch_be.encode_audio(aud), rtol=1e-4, atol=1e-5)
+    dev = be.encode_audio(cupy.asarray(aud[:1]))                # device in -> device out
+    assert isinstance(dev, cupy.ndarray) and dev.shape == (1, 6, model.config.a_dim)
+    assert be.engines["audio_encoder"].engine.calls == [(1, 3), (0, 1)]  # clip profile, then streaming
+    s = model.config.n_segments
+    vf = rng.standard_normal((2, s * 8, model.config.v_dim)).astype(np.float32)
+    af = rng.standard_normal((2, s * 6, model.config.a_dim)).astype(np.float32)
+    np.testing.assert_allclose(be.head(vf, af), torch_be.head(vf, af), rtol=1e-4, atol=1e-5)
+    with pytest.raises(InputError, match="batch of 5 is outside the engine's profiles"):
+        be.head(np.repeat(vf, 3, 0)[:5], np.repeat(af, 3, 0)[:5])
+
+    monkeypatch.setattr(tensorrt_backend, "_import_gpu", lambda: (_fake_tensorrt(cupy, "10.14.1.48"), cupy))
+    with pytest.raises(EngineMismatchError, match="built with TensorRT 10.13.0.35, this machine has"):
+        tensorrt_backend.TensorRTBackend.from_dir(export)

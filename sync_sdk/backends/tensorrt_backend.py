@@ -102,7 +102,8 @@ class TensorRTBackend:
         trt, cupy = _import_gpu()
         manifest = read_manifest(export_dir)
         have = manifest.precisions("tensorrt")
-        precision = precision or (manifest.precision if manifest.precision in have else None)
+        if precision is None and have:  # the export's own precision, else its engines (fp16 first)
+            precision = next(p for p in (manifest.precision, "fp16", *have) if p in have)
         if precision is None:
             raise BackendError(f"{export_dir}: no TensorRT engines; build them with "
                                "`python export/build_engine.py --backend tensorrt` on a GPU machine")
