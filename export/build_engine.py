@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-clips", type=int, default=4, help="largest batch of 14-segment clips an engine takes")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights for --checkpoint tiny")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto")
+    p.add_argument("--triton-repo", type=Path, metavar="DIR",
+                   help="also lay out a Triton Inference Server model repository in DIR (see sync_sdk/triton_repo.py)")
+    p.add_argument("--triton-device", choices=("gpu", "cpu"), default="gpu",
+                   help="instance kind of the Triton stage models (default gpu)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
@@ -44,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
             precision = "fp16" if resolve_backend(args.backend, "fp16")[0] == "tensorrt" else "fp32"
         export_model(args.checkpoint, args.out, precision=precision, seed=args.seed, backend=args.backend,
                      variants=args.variants, exporter=args.exporter, max_clips=args.max_clips, say=print)
+        if args.triton_repo:
+            from sync_sdk.triton_repo import write_triton_repo
+            info = write_triton_repo(args.out, args.triton_repo, precision=precision, device=args.triton_device,
+                                     overwrite=True)
+            print(f"wrote Triton models {', '.join(info['models'])} ({info['kind']}, {info['max_clips']} clips "
+                  f"per batch) to {args.triton_repo}")
     except SyncSDKError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
