@@ -155,7 +155,7 @@ def write_triton_repo(export_dir: str | Path, repo_dir: str | Path, *, name: str
     """Write the four models of `export_dir` into the Triton model repository `repo_dir`.
 
     precision: the export's variant (default: the manifest's). kind: "auto" (TensorRT engines when the
-    export has them for that precision, else ONNX) | "onnx" | "tensorrt". device: "gpu" | "cpu"
+    export has them for that precision and device is "gpu", else ONNX) | "onnx" | "tensorrt". device: "gpu" | "cpu"
     (instance kind of the stage models; the BLS model runs on CPU). max_clips: clips per batch
     (default 4 for ONNX, what the engines' profiles take for TensorRT); encoders batch
     n_segments x max_clips segments. instances: model instances per stage. queue_delay_us: dynamic
@@ -172,7 +172,7 @@ def write_triton_repo(export_dir: str | Path, repo_dir: str | Path, *, name: str
     manifest = read_manifest(export_dir)
     precision = precision or manifest.precision
     if kind == "auto":
-        kind = "tensorrt" if precision in manifest.precisions("tensorrt") else "onnx"
+        kind = "tensorrt" if device == "gpu" and precision in manifest.precisions("tensorrt") else "onnx"
     if kind == "tensorrt" and device == "cpu":
         raise InputError("TensorRT plans run on GPU instances only; use kind='onnx' for device='cpu'")
     files = {stage: manifest.verified_file(stage, precision, "tensorrt" if kind == "tensorrt" else "onnx")[0]

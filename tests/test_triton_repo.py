@@ -31,10 +31,9 @@ def export_dir(tmp_path_factory) -> Path:
         if found is not None:
             return found
     pytest.importorskip("torch")
-    from sync_sdk.export_onnx import export_model, load_model
+    from sync_sdk.export_onnx import export_model
     out = tmp_path_factory.mktemp("tiny_export")
-    model, model_id = load_model("tiny")
-    export_model(model, out, model_id, precision="fp32", backend="onnxruntime", say=lambda s: None)
+    export_model("tiny", out, precision="fp32", backend="onnxruntime", say=lambda s: None)
     return out
 
 
@@ -193,6 +192,7 @@ def test_tensorrt_plans_take_their_profiles(export_dir, tmp_path):
         assert cfg.max_batch_size == (3 if stage == "head" else 3 * n)
         assert list(cfg.instance_group[0].profile) == (["0"] if stage == "head" else ["1"])
     assert load_config(out, NAME).max_batch_size == 3
+    assert write_triton_repo(fake, tmp_path / "cpu", device="cpu")["kind"] == "onnx"  # plans need a GPU
     with pytest.raises(InputError, match="at most 3 clips"):
         write_triton_repo(fake, tmp_path / "m2", max_clips=4)
     with pytest.raises(InputError, match="GPU"):
@@ -200,6 +200,25 @@ def test_tensorrt_plans_take_their_profiles(export_dir, tmp_path):
     (fake / "head.fp32.engine").write_bytes(b"changed")
     with pytest.raises(BackendError, match="sha256|bytes"):
         write_triton_repo(fake, tmp_path / "m4")
+
+
+def test_build_engine_triton_repo_flag(export_dir, tmp_path, monkeypatch):
+    """`export/build_engine.py --triton-repo DIR` lays out the repository of the export it wrote
+    (the export itself replaced by a copy of a finished one)."""
+    import sync_sdk.export_onnx as exporter
+    script = Path(__file__).parents[1] / "export" / "build_engine.py"
+    spec = importlib.util.spec_from_file_location("build_engine", script)
+    build_engine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_engine)
+    monkeypatch.setattr(exporter, "export_model", lambda ckpt, out, **kw: shutil.copytree(export_dir, out))
+    out, repo = tmp_path / "export", tmp_path / "models"
+    assert build_engine.main(["--checkpoint", "tiny", "--out", str(out), "--backend", "onnxruntime",
+                              "--triton-repo", str(repo), "--triton-device", "cpu"]) == 0
+    assert sorted(p.name for p in repo.iterdir()) == sorted(STAGE_MODELS + [NAME])
+    assert enum_name(load_config(repo, f"{NAME}_head").instance_group[0], "kind") == "KIND_CPU"
+    assert build_engine.main(["--checkpoint", "tiny", "--out", str(tmp_path / "e2"), "--backend", "onnxruntime",
+                              "--triton-repo", str(repo)]) == 0  # replaces its own models
+    assert enum_name(load_config(repo, f"{NAME}_head").instance_group[0], "kind") == "KIND_GPU"
 
 
 # ---------------------------------------------------------------------------- the BLS model, run
