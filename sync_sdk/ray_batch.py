@@ -7,10 +7,10 @@ Manifest: CSV (header row) or Parquet with a `path` (or `file`) column and optio
 (window start, s) and `offset_sec` (an extra audio shift applied before predicting, s; the official
 evaluation's shift) columns. Relative paths are relative to the manifest's folder.
 
-Pipeline: decoding and preprocessing (`prepare_inputs`: PyAV, log-mel, RGB table) run in CPU tasks;
-an actor pool runs the encoders and the head, each actor holding one `SyncEngine`: one actor per GPU
-(num_gpus=1), or without GPUs actors that share half of the cluster's CPUs (at most one CPU each),
-the decode tasks having the other half. The driver writes the result rows to Parquet shards in
+Pipeline: decoding and preprocessing (`prepare_inputs`: PyAV, log-mel, RGB table) run in CPU tasks
+(1 CPU each); an actor pool runs the encoders and the head, each actor holding one `SyncEngine`: one
+actor per GPU, or without GPUs one per two CPUs; the actors take at most half of the CPUs, the
+decode tasks the rest (`plan_workers`). Decoded windows travel as float32 arrays (~140 MB a clip). The driver writes the result rows to Parquet shards in
 `out_dir` as they arrive (every `rows_per_shard` rows or `flush_sec` seconds, atomically: a shard is
 complete or absent). A file that fails (missing, undecodable, too short, a backend error) becomes a
 row with status "error", its exception class and message. Re-running with the same `out_dir` skips
