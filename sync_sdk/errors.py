@@ -66,3 +66,16 @@ class EngineMismatchError(BackendError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint file does not exist."""
+
+
+# --- media / input (added with the media module) --------------------------------------------
+class InvalidArrayError(InputError):
+    """Frames or audio passed as arrays have an unusable shape, size, dtype or rate."""
+
+
+class CorruptMediaWarning(SyncSDKWarning):
+    """Some packets could not be demuxed or decoded and were skipped; the rest was used."""
+
+
+class SilentAudioWarning(SyncSDKWarning):
+    """The audio of the requested window is silent: the offset prediction carries no information."""

@@ -1,0 +1,126 @@
+"""Model inputs from media: the official test-time transform (prepare_inputs) and grid segments.
+
+prepare_inputs reproduces, in NumPy, the chain EqualifyFromRight -> RGBSpatialCrop(224, centre) ->
+TemporalCropAndOffset -> GenerateMultipleSegments -> RGBToHalfToZeroOne -> RGBNormalize(0.5, 0.5) ->
+AudioMelSpectrogram -> AudioLog -> PadOrTruncate(66) -> AudioNormalizeAST (SPEC 1), with the index
+quirks of segments.official_window. EqualifyFromRight (trim both streams to a common length of at most
+10 s) is not applied: trimming never changes the values it keeps, so every window the official code
+accepts gives the same inputs here, and windows it rejects (e.g. starting after 5 s) work.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from .errors import ClipTooShortError, SilentAudioWarning, WindowOutOfRangeError
+from .features import log_mel, map_frames
+from .media import AVClip, clip_from_arrays, read_audio_samples, read_video_slots, require_streams
+from .segments import (CROP_SIZE, FPS, SAMPLES_PER_FRAME, SEG_FRAMES, SEG_SAMPLES, WINDOW_FRAMES,
+                       WINDOW_SAMPLES, WINDOW_SEC, crop_offsets, official_window, segment_frames,
+                       segment_samples, window_segment_starts)
+
+SILENCE_PEAK = 1e-4  # audio whose peak stays below this (-80 dBFS) is reported as silent
+
+
+def prepare_inputs(source, offset_sec: float = 0.0, start_sec: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Official model inputs for the 5-s window starting at start_sec, audio shifted by offset_sec.
+
+    source: path | AVClip | (frames (T,H,W,3) uint8, fps, audio (N,) / (C,N) / (N,C), sample_rate).
+    offset_sec: positive = the audio crop is taken offset_sec later (audio leads), as in SPEC 1.4.
+    Returns vid (14, 16, 3, 224, 224) float32 (the official float16 values) and
+    aud (14, 1, 128, 66) float32. Raises ClipTooShortError (media shorter than 5 s + |offset|),
+    WindowOutOfRangeError (window outside the media), media errors for files; warns SilentAudioWarning.
+    """
+    v0, a0 = official_window(offset_sec, start_sec)
+    if isinstance(source, (str, os.PathLike)):
+        info = require_streams(source)
+        frames = read_video_slots(source, v0, v0 + WINDOW_FRAMES, info)
+        audio = read_audio_samples(source, a0, a0 + WINDOW_SAMPLES)
+        length = info.duration_sec
+    else:
+        clip = source if isinstance(source, AVClip) else clip_from_arrays(*source)
+        base = int(round(clip.start_sec * FPS))
+        v, a = max(v0 - base, 0), max(a0 - base * SAMPLES_PER_FRAME, 0)
+        if v0 < base or a0 < base * SAMPLES_PER_FRAME:
+            raise WindowOutOfRangeError(f"the window at start_sec={start_sec}, offset_sec={offset_sec} begins "
+                                        f"before the clip, which starts at {clip.start_sec} s")
+        frames, audio = clip.frames[v:v + WINDOW_FRAMES], clip.audio[a:a + WINDOW_SAMPLES]
+        length = clip.duration_sec + clip.start_sec
+    if len(frames) < WINDOW_FRAMES or len(audio) < WINDOW_SAMPLES:
+        _raise_out_of_range(source, length, offset_sec, start_sec, len(frames), len(audio))
+    warn_if_silent(audio, f"window at {start_sec} s (offset {offset_sec} s) of {_name(source)}")
+    v_starts, a_starts = window_segment_starts(0, 0)
+    return _video_at(frames, v_starts), _audio_at(audio, a_starts)
+
+
+def video_segments(clip: AVClip, seg_ids) -> np.ndarray:
+    """Grid segments of a clip's video: segment g = frames [2+8g, 18+8g) of the clip ->
+    (n, 16, 3, 224, 224) float32 model input."""
+    starts = [segment_frames(g)[0] for g in seg_ids]
+    _check_range(starts, SEG_FRAMES, len(clip.frames), "frames")
+    return _video_at(clip.frames, starts)
+
+
+def audio_segments(clip: AVClip, seg_ids, offset_sec: float = 0.0) -> np.ndarray:
+    """Grid segments of a clip's audio shifted by offset_sec: segment g = samples
+    [1280+5120g+off, 11520+5120g+off) of the clip, off = round(offset_sec*16000) -> (n, 1, 128, 66)."""
+    starts = [segment_samples(g, offset_sec)[0] for g in seg_ids]
+    _check_range(starts, SEG_SAMPLES, len(clip.audio), "audio samples")
+    return _audio_at(clip.audio, starts)
+
+
+def warn_if_silent(audio: np.ndarray, where: str) -> None:
+    """SilentAudioWarning when the peak of `audio` is below SILENCE_PEAK."""
+    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+    if peak < SILENCE_PEAK:
+        warnings.warn(f"the audio of the {where} is silent (peak {peak:.2g}); the offset prediction needs "
+                      f"audible sound", SilentAudioWarning, stacklevel=3)
+
+
+def _video_at(frames: np.ndarray, starts) -> np.ndarray:
+    """(n, 16, 3, 224, 224) from frames (T, H, W, 3): segments of 16 frames at `starts`. Only the
+    224 x 224 centre is mapped, once per frame: frames shared by overlapping segments are copied."""
+    top, left = crop_offsets(frames.shape[1], frames.shape[2])
+    crop = frames[:, top:top + CROP_SIZE, left:left + CROP_SIZE]
+    out = np.empty((len(starts), SEG_FRAMES, 3, CROP_SIZE, CROP_SIZE), np.float32)
+    done: dict[int, np.ndarray] = {}  # frame index -> its mapped values in `out`
+    for s, dst in zip(starts, out):
+        for f in range(SEG_FRAMES):
+            if s + f in done:
+                dst[f] = done[s + f]
+            else:
+                map_frames(crop[s + f:s + f + 1], dst[f:f + 1])
+                done[s + f] = dst[f]
+    return out
+
+
+def _audio_at(audio: np.ndarray, starts) -> np.ndarray:
+    """(n, 1, 128, 66) log-mel of the 10240-sample segments of `audio` at `starts`."""
+    return log_mel(audio[np.asarray(starts)[:, None] + np.arange(SEG_SAMPLES)])
+
+
+def _check_range(starts, size: int, available: int, what: str) -> None:
+    bad = [s for s in starts if s < 0 or s + size > available]
+    if bad:
+        raise WindowOutOfRangeError(f"segment {what} [{bad[0]}, {bad[0] + size}) fall outside the clip's "
+                                    f"{available} {what}")
+
+
+def _raise_out_of_range(source, length, offset_sec, start_sec, n_frames, n_samples):
+    off = round(float(offset_sec), 2)
+    need = WINDOW_SEC + abs(off)
+    have = f"{length:.2f} s" if length is not None else "unknown length"
+    if length is not None and length < need:
+        raise ClipTooShortError(f"{_name(source)} is {have} long; a {WINDOW_SEC}-s window with offset {off} s "
+                                f"needs at least {need:.2f} s")
+    hi = f"{length - WINDOW_SEC - max(0.0, off):.2f}" if length is not None else "length - 5 - max(0, offset)"
+    raise WindowOutOfRangeError(
+        f"the window at start_sec={start_sec} with offset_sec={off} runs past the end of {_name(source)} "
+        f"({have}; got {n_frames}/{WINDOW_FRAMES} frames and {n_samples}/{WINDOW_SAMPLES} samples); "
+        f"start_sec must lie in [{max(0.0, -off):.2f}, {hi}]")
+
+
+def _name(source) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the clip"
