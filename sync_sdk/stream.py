@@ -16,6 +16,7 @@ import numpy as np
 
 from .cache import SegmentCache
 from .errors import InputError, SyncSDKWarning
+from .media import SHORT_SIDE, clip_from_arrays
 from .results import SyncResult
 from .windows import (FPS, SAMPLE_RATE, SEG_FRAMES, SEG_SAMPLES, STEP_SEC, hop_segments, segment_frame,
                       segment_sample, window_start_sec)
@@ -27,7 +28,9 @@ class SyncStream:
     """Push decoded media, receive a SyncResult for every new window (every `hop_sec`).
 
     push_video(frames (n,H,W,3) uint8 RGB at 25 fps, pts seconds of frames[0] or None = contiguous);
-    push_audio(samples (n,) or (n,C) float at 16 kHz, pts seconds of samples[0] or None).
+    frames are resized like media.py (shortest side 256, even sizes) when they are not so already.
+    push_audio(samples (n,) or (n,C) at 16 kHz, float in [-1, 1] or int16/int32 PCM;
+    pts as above).
     Both return the new predictions (possibly none). Gaps in pts are filled (last frame repeated,
     silence) and overlaps dropped, with a SyncSDKWarning.
     """
@@ -56,6 +59,10 @@ class SyncStream:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise InputError(f"push_video expects uint8 RGB frames (n, H, W, 3), got {frames.dtype} "
                              f"{frames.shape}")
+        h, w = frames.shape[1:3]
+        if min(h, w) != SHORT_SIDE or h % 2 or w % 2:  # the size rule of media.py
+            frames = clip_from_arrays(frames, FPS, np.zeros(len(frames) * SAMPLE_RATE // FPS, np.float32),
+                                      SAMPLE_RATE).frames
         if self._frames is not None and frames.shape[1:] != self._frames.shape[1:]:
             raise InputError(f"frame size changed from {self._frames.shape[1:3]} to {frames.shape[1:3]}")
         start = self._place(pts, FPS, self._frames_end, "video")
@@ -72,7 +79,10 @@ class SyncStream:
 
     def push_audio(self, samples: np.ndarray, pts: float | None = None) -> list[SyncResult]:
         """Append samples (n,) or (n, C) (channels averaged), float in [-1, 1], 16 kHz."""
-        samples = np.asarray(samples, dtype=np.float32)
+        samples = np.asarray(samples)
+        if samples.dtype.kind == "i":  # integer PCM -> [-1, 1]
+            samples = samples / np.float32(np.iinfo(samples.dtype).max + 1)
+        samples = samples.astype(np.float32, copy=False)
         if samples.ndim == 2:
             samples = samples.mean(axis=1)
         if samples.ndim != 1:

@@ -105,6 +105,18 @@ def test_gaps_are_filled_and_overlaps_dropped(engine, clip):
         np.testing.assert_allclose(a.logits, b.logits, atol=ATOL)
 
 
+def test_other_frame_sizes_and_integer_pcm_are_taken_like_predict(engine, clip):
+    frames, _, audio, _ = clip
+    big = np.repeat(np.repeat(frames[:125], 2, axis=1), 2, axis=2)  # 512 x 640: resized to 256 x 320
+    pcm = np.round(audio[:80000] * 20000).astype(np.int16)
+    stream = engine.stream()
+    stream.push_video(big)
+    out = stream.push_audio(pcm)
+    ref = engine.predict((big, 25, pcm, 16000))
+    assert len(out) == 1
+    np.testing.assert_allclose(out[0].logits, ref.logits, atol=ATOL)
+
+
 def test_input_validation(engine):
     stream = engine.stream()
     with pytest.raises(InputError):
