@@ -1,4 +1,5 @@
-"""`sync-sdk` command line: predict, scan, batch, demo, convert, export, info."""
+"""`sync-sdk` command line: predict, scan, batch, demo, convert, export, info (+ cli_analysis.py:
+desync, attribute, search-offset, visual-features)."""
 from __future__ import annotations
 
 import argparse
@@ -67,10 +68,17 @@ def _describe(res) -> str:
 # ---------------------------------------------------------------------------- commands
 def cmd_predict(args) -> int:
     engine = _engine(args)
+    syncability = engine.config.variant == "synchronizability"
     failed, out = 0, []
     for f in args.files:
         try:
-            res = engine.predict(f, start_sec=args.start)
+            if syncability:
+                p = engine.synchronizability(f, start_sec=args.start)
+                rec = {"file": f, "status": "ok", "synchronizability": p}
+                text = f"synchronizable with probability {p:.3f}"
+            else:
+                res = engine.predict(f, start_sec=args.start)
+                rec, text = {"file": f, "status": "ok", "result": res.to_dict()}, _describe(res)
         except InputError as e:
             if len(args.files) == 1:
                 raise
@@ -78,9 +86,9 @@ def cmd_predict(args) -> int:
             out.append({"file": f, "status": "error", "error": type(e).__name__, "message": str(e)})
             print(f"{f}: error: {e}", file=sys.stderr)
             continue
-        out.append({"file": f, "status": "ok", "result": res.to_dict()})
+        out.append(rec)
         if not args.json:
-            print(f"{f}: {_describe(res)}")
+            print(f"{f}: {text}")
     if args.json:
         _print_json(out[0] if len(out) == 1 else out)
     return EXIT_SOME_FAILED if failed else EXIT_OK
@@ -254,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sp = sub.add_parser("predict", help="offset of one 5-s window per file", formatter_class=fmt,
-                        description="Predict the offset of the 5-s window starting at --start.\n\n" + DESCRIPTION,
+                        description="Predict the offset of the 5-s window starting at --start (with a "
+                                    "synchronizability model, e.g. 24-01-22T20-34-52: the probability that "
+                                    "the window can be synchronised at all).\n\n" + DESCRIPTION,
                         epilog=EPILOG)
     sp.add_argument("files", nargs="+", metavar="FILE")
     sp.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
@@ -337,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     _add_model_args(sp)
     sp.set_defaults(func=cmd_info)
+
+    from .cli_analysis import register  # desync, attribute, search-offset, visual-features
+    register(sub, _add_model_args, _engine, EPILOG)
     return p
 
 

@@ -71,6 +71,15 @@ def test_predict_json(capsys, work):
     assert code == EXIT_OK and "offset" in out and "s (" in out
 
 
+def test_predict_with_a_synchronizability_model(capsys, work, tmp_path):
+    from sync_sdk.checkpoint import save_checkpoint
+    from tiny_engine import tiny_state_dict
+    save_checkpoint(tmp_path / "syncability.safetensors", *tiny_state_dict("synchronizability"))
+    code, out, _ = run(["predict", work / "a.mp4", "--json", "--model", tmp_path / "syncability.safetensors"],
+                       capsys)
+    assert code == EXIT_OK and 0.0 <= json.loads(out)["synchronizability"] <= 1.0
+
+
 def test_predict_several_files_with_one_failure_exits_1(capsys, work):
     code, out, err = run(["predict", work / "a.mp4", work / "not_media.mp4", "--json", *model(work)], capsys)
     assert code == EXIT_SOME_FAILED
