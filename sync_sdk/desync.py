@@ -17,7 +17,6 @@ Only the segments some window uses are encoded; clips are batched through the en
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -36,7 +35,6 @@ MAX_FILL_FRAMES = 3  # av-benchmark repeats the last frame when at most 3 frames
 PROTOCOLS = ("first_last", "cover")
 VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".aac", ".opus")
-RECORDS_NAME, SUMMARY_NAME = "clips.jsonl", "summary.json"
 
 
 def n_segments(length: int, seg: int, step: int) -> int:
@@ -259,78 +257,79 @@ def pair_by_stem(videos_dir, audios_dir) -> tuple[list[tuple[str, Path, Path]], 
 
 
 def summarise(records: Sequence[dict]) -> dict:
-    """Mean DeSync over the clips that succeeded (and the count of those that failed)."""
-    ok = [r for r in records if not r.get("error")]
+    """Mean DeSync over the clips scored ok (av-benchmark's number), and the counts."""
+    ok = [r["result"] for r in records if r.get("status") == "ok"]
     return {"desync": float(np.mean([r["desync"] for r in ok])) if ok else float("nan"),
-            "n_clips": len(ok), "n_failed": len(records) - len(ok),
+            "n_clips": len(ok), "n_failed": sum(r.get("status") != "ok" for r in records),
             "n_windows": int(sum(len(r["offsets"]) for r in ok))}
 
 
-def _read_records(path: Path) -> dict[str, dict]:
+def read_records(path) -> dict[str, dict]:
+    """The last record per clip name of a DeSync JSONL file (unparseable lines, e.g. a line cut by a
+    crash, are ignored)."""
     done: dict[str, dict] = {}
+    path = Path(path)
     if path.is_file():
         for line in path.read_text().splitlines():
-            line = line.strip()
-            if line:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by an interrupted run
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and "name" in rec:
                 done[rec["name"]] = rec
     return done
 
 
-def desync_dir(engine, videos_dir, audios_dir, out_dir, duration_sec: float | None = None,
+def desync_dir(engine, videos_dir, audios_dir, out_path, duration_sec: float | None = None,
                protocol: str = "first_last", preset: str = "av-benchmark", batch_clips: int = 8,
-               resume: bool = True, progress: Callable[[int, int], None] | None = None) -> dict:
+               resume: bool = False, progress: bool = False) -> dict:
     """DeSync of every video/audio pair (paired by file stem) of two directories.
 
-    Writes out_dir/clips.jsonl (one JSON record per clip, appended as clips finish) and
-    out_dir/summary.json (mean DeSync, counts, settings, unpaired stems); returns the summary.
-    resume: clips already in clips.jsonl without an error are not recomputed (the settings must match)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records_path = out_dir / RECORDS_NAME
+    One JSON line per clip is appended to `out_path` as its batch finishes: {"name", "video", "audio",
+    "status": "ok", "settings", "result": DesyncClip.to_dict()} or {..., "status": "error", "error",
+    "message"}; a bad clip is recorded and the others go on. resume: clips with an "ok" line (computed
+    with the same settings) are not recomputed, failed ones are tried again. Returns the summary:
+    mean DeSync over the ok clips of this directory pair, counts, settings, unpaired stems."""
+    out_path = Path(out_path)
     settings = {"protocol": protocol, "preset": get_preset(preset).name, "duration_sec": duration_sec,
                 "model_id": getattr(engine, "model_id", None)}
-    done = _read_records(records_path) if resume else {}
-    if not resume and records_path.exists():
-        records_path.unlink()
-    old = _read_settings(out_dir / SUMMARY_NAME)
-    if done and old is not None and {k: old.get(k) for k in settings} != settings:
-        raise InputError(f"{out_dir} holds results computed with {old}, not {settings}; use another "
-                         "output directory or resume=False")
-    done = {k: r for k, r in done.items() if not r.get("error")}
     pairs, video_only, audio_only = pair_by_stem(videos_dir, audios_dir)
+    done = {k: r for k, r in read_records(out_path).items() if r.get("status") == "ok"} if resume else {}
+    other = sorted(k for k, r in done.items() if r.get("settings") != settings)
+    if other:
+        raise InputError(f"{out_path} holds results for {other[:3]} computed with other settings "
+                         f"({done[other[0]].get('settings')}, now {settings}); write to another file")
     todo = [(s, v, a) for s, v, a in pairs if s not in done]
-    t0, n = time.perf_counter(), 0
-    summary_path = out_dir / SUMMARY_NAME
-    _write_summary(summary_path, settings, list(done.values()), video_only, audio_only, 0.0)
-    with records_path.open("a") as fh:
+    paths = {s: (v, a) for s, v, a in pairs}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+    records = dict(done)
+    with _open_output(out_path, resume) as out, \
+            tqdm(total=len(todo), desc="sync-sdk desync", unit="clip", disable=not progress) as bar:
         for clip in desync_batch(engine, todo, duration_sec, protocol, preset, batch_clips):
-            rec = clip.to_dict()
-            fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            done[clip.name] = rec
-            n += 1
-            if progress:
-                progress(n, len(todo))
-    records = [done[s] for s, _, _ in pairs if s in done]
-    return _write_summary(summary_path, settings, records, video_only, audio_only, time.perf_counter() - t0)
-
-
-def _read_settings(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text()).get("settings")
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _write_summary(path: Path, settings: dict, records: list[dict], video_only, audio_only, seconds: float) -> dict:
-    summary = {**summarise(records), "settings": settings, "video_only": list(video_only),
-               "audio_only": list(audio_only), "failed": [r["name"] for r in records if r.get("error")],
-               "seconds": round(seconds, 3)}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(path)
+            v, a = paths[clip.name]
+            rec = {"name": clip.name, "video": str(v), "audio": str(a)}
+            if clip.error is None:
+                rec.update(status="ok", settings=settings, result=clip.to_dict())
+            else:
+                err, _, msg = clip.error.partition(": ")
+                rec.update(status="error", error=err, message=msg)
+            out.write(json.dumps(rec) + "\n")
+            out.flush()
+            records[clip.name] = rec
+            bar.update(1)
+    summary = summarise([records[s] for s, _, _ in pairs if s in records])
+    summary.update(settings=settings, video_only=video_only, audio_only=audio_only,
+                   failed=[s for s, _, _ in pairs if records.get(s, {}).get("status") == "error"])
     return summary
+
+
+def _open_output(path: Path, resume: bool):
+    """Append when resuming (closing a partial last line first), else start a new file."""
+    if resume and path.is_file():
+        data = path.read_bytes()
+        f = open(path, "a", encoding="utf-8")
+        if data and not data.endswith(b"\n"):
+            f.write("\n")
+        return f
+    return open(path, "w", encoding="utf-8")

@@ -102,3 +102,24 @@ def test_bundled_model_attributes_to_event_segments():
         hits += attr.top_segments("audio", 1)[0] in event_segs
         hits += attr.top_segments("video", 1)[0] in event_segs
     assert hits >= 5
+
+
+def test_engine_method_and_cli(tmp_path, capsys):
+    from sync_sdk.engine import SyncEngine
+    attr = SyncEngine(CellsBackend([(3, 12)], [(9, 2)])).attribute(_textured_clip(), trials=8, families=("audio",))
+    assert attr.video is None and attr.audio.shape == (14,) and attr.top_segments("audio", 1) == [9]
+
+    pytest.importorskip("torch")
+    import json
+
+    from sync_sdk.cli import main
+    from sync_sdk.synthetic import generate_clip, write_clip
+    from tests.fake_backends import tiny_checkpoint
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    video = write_clip(generate_clip(5, duration_sec=5.2), tmp_path / "clip.mp4")
+    png, js = tmp_path / "a.png", tmp_path / "a.json"
+    assert main(["attribute", str(video), "--trials", "3", "--families", "audio", "video", "--png", str(png),
+                 "--json", str(js), "--model", str(model), "--backend", "torch"]) == 0
+    out = json.loads(js.read_text())
+    assert len(out["audio"]) == len(out["video"]) == 14 and out["spectral"] is None
+    assert png.read_bytes()[:4] == b"\x89PNG"

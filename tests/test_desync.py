@@ -260,33 +260,35 @@ def test_bad_clip_is_reported_and_others_go_on():
 
 # --- directories --------------------------------------------------------------------------------
 def test_directory_run_pairs_by_stem_and_resumes(tmp_path):
-    vdir, adir, out = tmp_path / "videos", tmp_path / "audios", tmp_path / "out"
+    vdir, adir, out = tmp_path / "videos", tmp_path / "audios", tmp_path / "desync.jsonl"
     vdir.mkdir()
     adir.mkdir()
-    for i, stem in enumerate(["a", "b", "c", "video_only"]):
+    for i, stem in enumerate(["a", "b", "c", "video_only", "broken"]):
         _write_mp4(vdir / f"{stem}.mp4", _smooth_frames(125, 120, 160, seed=i))
     for stem in ["a", "b", "c", "audio_only"]:
         _write_wav(adir / f"{stem}.wav", np.zeros((80000, 1), np.int16), 16000)
     (adir / "broken.wav").write_bytes(b"not audio")
-    _write_mp4(vdir / "broken.mp4", _smooth_frames(125, 120, 160))
     pairs, v_only, a_only = pair_by_stem(vdir, adir)
     assert [p[0] for p in pairs] == ["a", "b", "broken", "c"] and v_only == ["video_only"] and a_only == ["audio_only"]
 
-    be = RecordingBackend()
+    # clips a, b, c: window logits say +1.6/0.0, -0.4/-0.4, 2.0/2.0 (clip c is in the second batch)
+    be = RecordingBackend(_logits([18, 10, 8, 8, 20, 20]))
     summary = desync_dir(Engine(be), vdir, adir, out, batch_clips=2)
-    assert summary["n_clips"] == 3 and summary["n_failed"] == 1 and summary["failed"] == ["broken"]
-    assert summary["desync"] == 0.0 and summary["video_only"] == ["video_only"]
-    assert json.loads((out / "summary.json").read_text())["n_clips"] == 3
-    lines = (out / "clips.jsonl").read_text().splitlines()
-    assert sorted(json.loads(x)["name"] for x in lines) == ["a", "b", "broken", "c"]
+    assert summary["desync"] == pytest.approx((0.8 + 0.4 + 2.0) / 3, abs=1e-6)
+    assert (summary["n_clips"], summary["n_failed"], summary["n_windows"]) == (3, 1, 6)
+    assert summary["failed"] == ["broken"] and summary["video_only"] == ["video_only"]
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {r["name"]: r["status"] for r in recs} == {"a": "ok", "b": "ok", "broken": "error", "c": "ok"}
+    assert next(r for r in recs if r["name"] == "b")["result"]["offsets"] == pytest.approx([-0.4, -0.4])
 
-    # drop clip b, resume: only b (and the failed clip) are read again
-    (out / "clips.jsonl").write_text("\n".join(x for x in lines if json.loads(x)["name"] != "b") + "\n")
-    be2 = RecordingBackend()
-    summary = desync_dir(Engine(be2), vdir, adir, out)
-    assert summary["n_clips"] == 3 and sum(len(v) for v in be2.video_inputs) == 14
-    with pytest.raises(InputError):  # other settings in the same folder
-        desync_dir(Engine(be2), vdir, adir, out, protocol="cover")
+    # lose clip b's line, resume: b is computed again (and the failed clip tried again), a and c are not
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs if r["name"] != "b"))
+    be2 = RecordingBackend(_logits([8, 8]))
+    summary = desync_dir(Engine(be2), vdir, adir, out, resume=True)
+    assert summary["desync"] == pytest.approx((0.8 + 0.4 + 2.0) / 3, abs=1e-6) and summary["n_clips"] == 3
+    assert sum(len(v) for v in be2.video_inputs) == 14
+    with pytest.raises(InputError):  # other settings into the same file
+        desync_dir(Engine(be2), vdir, adir, out, protocol="cover", resume=True)
 
 
 # --- checkpoint as av-benchmark ships it --------------------------------------------------------
@@ -313,3 +315,27 @@ def test_bare_state_dict_pth_is_accepted(tmp_path):
     direct = Engine(TorchBackend(load_weights(build_model(cfg), sd)))
     a, b = desync(loaded, frames, audio), desync(direct, frames, audio)
     assert a.offsets == b.offsets and a.confidences == pytest.approx(b.confidences, abs=1e-6)
+
+
+def test_cli_desync(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from sync_sdk.cli import main
+    from tests.fake_backends import tiny_checkpoint
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    vdir, adir = tmp_path / "v", tmp_path / "a"
+    vdir.mkdir()
+    adir.mkdir()
+    for stem in ("x", "y"):
+        _write_mp4(vdir / f"{stem}.mp4", _smooth_frames(130, 120, 160))
+        _write_wav(adir / f"{stem}.wav", (np.random.default_rng(0).standard_normal((83200, 1)) * 3000).astype(np.int16), 16000)
+    common = ["--model", str(model), "--backend", "torch", "--quiet"]
+    assert main(["desync", "--videos", str(vdir), "--audios", str(adir), "--out", str(tmp_path / "d.jsonl")] + common) == 0
+    summary = json.loads(capsys.readouterr().out)
+    recs = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert summary["n_clips"] == 2 and summary["settings"]["protocol"] == "first_last"
+    assert summary["desync"] == pytest.approx(np.mean([r["result"]["desync"] for r in recs]))
+    assert main(["desync", "--videos", str(vdir / "x.mp4"), "--audios", str(adir / "x.wav"), "--protocol", "cover"]
+                + common) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["windows"] == [[0, 0], [1, 1]] and one["protocol"] == "cover"  # 15 segments: 0-13, 1-14
+    assert main(["desync", "--videos", str(vdir), "--audios", str(adir)] + common) == 2  # folders need --out

@@ -102,3 +102,24 @@ def test_bundled_model_finds_offsets_of_several_seconds(offset):
         clip = generate_clip(seed, offset_sec=offset, duration_sec=16.0)
         found.append(search_offset(engine, (clip.frames, 25, clip.audio, 16000), max_offset_sec=6.0).offset_sec)
     assert sum(abs(f - offset) <= 0.2 + 1e-9 for f in found) >= 2, found
+
+
+def test_engine_method_and_cli(tmp_path, capsys):
+    from sync_sdk.engine import SyncEngine
+    frames, fps, audio, sr, _ = flash_click_clip(12.0, -3.0, seed=4)
+    res = SyncEngine(EventBackend()).search_offset((frames, fps, audio, sr), max_offset_sec=4.0)
+    assert res.offset_sec == pytest.approx(-3.0) and res.within_model_range is False
+
+    pytest.importorskip("torch")
+    import json
+
+    from sync_sdk.cli import main
+    from sync_sdk.synthetic import generate_clip, write_clip
+    from tests.fake_backends import tiny_checkpoint
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    video = write_clip(generate_clip(6, duration_sec=8.0), tmp_path / "clip.mp4")
+    assert main(["search-offset", str(video), "--max-offset", "3", "--json", "--model", str(model),
+                 "--backend", "torch"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [s["shift_sec"] for s in out["shifts"]] == [-1.6, 0.0, 1.6]
+    assert abs(out["offset_sec"]) <= 3.0 and 0 < out["confidence"] <= 1

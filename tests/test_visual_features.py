@@ -73,3 +73,19 @@ def test_path_source_decodes_at_25_fps(model, tmp_path):
         decoded = np.stack([f.to_ndarray(format="rgb24") for f in box.decode(video=0)])
     engine = _engine(model, max_batch=14)
     np.testing.assert_array_equal(visual_features(engine, path), visual_features(engine, decoded))
+
+
+def test_engine_method_and_cli(model, tmp_path):
+    from sync_sdk.backends.torch_backend import TorchBackend
+    from sync_sdk.cli import main
+    from sync_sdk.engine import SyncEngine
+    from tests.fake_backends import tiny_checkpoint
+    from tests.test_desync import _smooth_frames, _write_mp4
+    frames = _smooth_frames(40, 224, 224)
+    np.testing.assert_array_equal(SyncEngine(TorchBackend(model)).visual_features(frames),
+                                  visual_features(_engine(model, max_batch=14), frames))
+    video = _write_mp4(tmp_path / "v.mp4", frames)
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    assert main(["visual-features", str(video), "--out", str(tmp_path / "f.npy"), "--model", str(ckpt),
+                 "--backend", "torch"]) == 0
+    assert np.load(tmp_path / "f.npy").shape == (8 * 4, 64)
