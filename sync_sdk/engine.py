@@ -216,6 +216,28 @@ class SyncEngine:
         self._require_variant("sync", "stream")
         return SyncStream(self, hop_sec=hop_sec)
 
+    # ---------------------------------------------------------------- analyses
+    def desync(self, video, audio, duration_sec: float | None = None, protocol: str = "first_last",
+               preset: str = "av-benchmark"):
+        """DeSync (s) of a video and its generated audio, as av-benchmark computes it (desync.py)."""
+        from .desync import desync
+        return desync(self, video, audio, duration_sec=duration_sec, protocol=protocol, preset=preset)
+
+    def visual_features(self, source, preset: str = "av-benchmark", duration_sec: float | None = None) -> np.ndarray:
+        """(S*8, v_dim) float32 visual-encoder features at 25 fps, for conditioning (visual_features.py)."""
+        from .visual_features import visual_features
+        return visual_features(self, source, preset=preset, duration_sec=duration_sec)
+
+    def attribute(self, source, trials: int | dict = 64, **kwargs):
+        """Evidence attribution of the window at start_sec by random corruption (attribution.py)."""
+        from .attribution import attribute
+        return attribute(self, source, trials=trials, **kwargs)
+
+    def search_offset(self, source, max_offset_sec: float = 6.0, **kwargs):
+        """Offset beyond +-2 s: audio shifted in steps, predictions combined (offset_search.py)."""
+        from .offset_search import search_offset
+        return search_offset(self, source, max_offset_sec=max_offset_sec, **kwargs)
+
     # ---------------------------------------------------------------- cache
     def cache_stats(self) -> dict:
         """Segment cache counters: audio/visual segments encoded, hits, misses, evictions, size."""
