@@ -91,8 +91,10 @@ def scan(engine, source, hop_sec: float = STEP_SEC, *, batch_windows: int = 8, c
                                                source=name)
                         for lg, w in zip(logits, batch)]
             j = batch[-1] + k
-            # keep only what later windows need: from the first segment of window j on
-            cut_f, cut_a = segment_frame(j) - frame0, segment_sample(j) - sample0
+            # keep only what later windows need: from the first segment of window j on (with a hop
+            # longer than a window that segment may lie beyond what is decoded)
+            cut_f = min(segment_frame(j) - frame0, len(frames))
+            cut_a = min(segment_sample(j) - sample0, len(audio))
             frames, frame0 = frames[cut_f:], frame0 + cut_f
             audio, sample0 = audio[cut_a:], sample0 + cut_a
             if progress:

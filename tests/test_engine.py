@@ -123,18 +123,19 @@ def test_scan_of_a_file_decodes_in_chunks(engine, tmp_path, monkeypatch):
     import sync_sdk.scanning as scanning
     from sync_sdk.media import read_clip
     from sync_sdk.synthetic import generate_clip, write_clip
-    path = write_clip(generate_clip(5, duration_sec=6.5), tmp_path / "c.mp4")
-    monkeypatch.setattr(scanning, "CHUNK_SEC", 0.96)  # 7 chunks: windows span chunk boundaries
+    path = write_clip(generate_clip(5, duration_sec=9.8), tmp_path / "c.mp4")  # 245 frames: windows 0..15
+    monkeypatch.setattr(scanning, "CHUNK_SEC", 0.96)  # 11 chunks: windows span chunk boundaries
     whole = read_clip(path)
     chunks = list(iter(scanning.FileReader(path).next_chunk, None))
-    assert len(chunks) == 7
+    assert len(chunks) == 11
     np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]), whole.frames)
     np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), whole.audio)
     engine.clear_cache()
-    from_file = engine.scan(path, hop_sec=1.28)
+    from_file = engine.scan(path, hop_sec=4.8)  # a hop longer than a window: windows 0 and 15
     assert len(from_file) == 2 and from_file.source == str(path)
-    assert engine.cache_stats()["visual_segments_encoded"] == 18
-    np.testing.assert_allclose(engine.predict(path, start_sec=from_file[1].start_sec).logits,
+    assert engine.cache_stats()["visual_segments_encoded"] == 28
+    # reference: the whole file decoded at once, as the official read_video does
+    np.testing.assert_allclose(engine.predict(whole, start_sec=from_file[1].start_sec).logits,
                                from_file[1].logits, atol=ATOL)
 
 
