@@ -7,8 +7,8 @@
 
 N (segments) and B (clips) are the only dynamic axes. The dynamo exporter is tried first, with
 `scaled_dot_product_attention` written as `softmax((q * scale) @ k^T) @ v` (the pattern TensorRT
-fuses: scale on Q before the first MatMul; no Einsum, no ScatterND); the TorchScript exporter
-is the fallback. Every file passes the ONNX checker and strict shape inference.
+fuses: scale on Q before the first MatMul; no Einsum, no ScatterND) and GELU in the form ONNX
+Runtime fuses; the TorchScript exporter is the fallback. Every file passes the ONNX checker and strict shape inference.
 """
 from __future__ import annotations
 
@@ -117,6 +117,19 @@ def quiet_exporters():
             lg.setLevel(level)
 
 
+def _gelu(x, approximate: str = "none"):
+    """ONNX for exact (erf) GELU as `(x * (1 + erf(x / sqrt 2))) * 0.5`: the order ONNX Runtime fuses
+    into one Gelu node (the exporter's own `0.5 * (1 + erf(.)) * x` is left unfused)."""
+    if approximate != "none":
+        raise NotImplementedError("only the exact (erf) GELU is exported")
+    erf = op.Erf(op.Div(x, op.Constant(value_float=math.sqrt(2.0))))
+    return op.Mul(op.Mul(x, op.Add(erf, op.Constant(value_float=1.0))), op.Constant(value_float=0.5))
+
+
+TRANSLATIONS = {torch.ops.aten.scaled_dot_product_attention.default: _attention,
+                torch.ops.aten.gelu.default: _gelu}
+
+
 def _export_dynamo(module: nn.Module, args, path: Path, io: dict, opset: int) -> None:
     names = [i["name"] for i in io["inputs"]]
     dim = torch.export.Dim(io["inputs"][0]["shape"][0], min=1, max=MAX_DIM)
@@ -124,7 +137,7 @@ def _export_dynamo(module: nn.Module, args, path: Path, io: dict, opset: int) ->
         module, args, str(path), dynamo=True, opset_version=opset, external_data=False,
         input_names=names, output_names=[o["name"] for o in io["outputs"]],
         dynamic_shapes={n: {0: dim} for n in names},
-        custom_translation_table={torch.ops.aten.scaled_dot_product_attention.default: _attention},
+        custom_translation_table=TRANSLATIONS,
         optimize=True, verbose=False)
 
 
