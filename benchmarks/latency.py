@@ -81,10 +81,19 @@ def build_torch_model(size: str, seed: int):
     return load_weights(model, random_state_dict(model, seed))
 
 
+def exporter_fingerprint() -> str:
+    """Short hash of the exporter's sources: a cached export is reused only by the same exporter."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "sync_sdk" / "export_onnx").glob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def ensure_export(model, size: str, seed: int, root: Path, precisions: list[str]) -> Path:
-    """Export dir for (size, seed) with fp32 and the asked variants; reused when its manifest fits."""
+    """Export dir for (size, seed, exporter) with fp32 and the asked variants; reused when it fits."""
     from sync_sdk.export_onnx import export_model
-    out = root / f"{size}-seed{seed}"
+    out = root / f"{size}-seed{seed}-{exporter_fingerprint()}"
     variants = [p for p in precisions if p != "fp32"]
     try:
         m = read_manifest(out)

@@ -244,3 +244,90 @@ def test_fp16_and_int8_drift_on_real_clips(cli_export, reference_root):
         max_dp = float(np.abs(probs[precision] - ref).max())
         print(f"{precision} vs fp32 on {len(pairs)} clips: same top-1 {same_top1:.4f}, max |dp| {max_dp:.2e}")
         assert same_top1 >= 0.99 and max_dp <= 0.01
+
+
+def _fake_tensorrt_builder(version: str, log: dict):
+    """A `tensorrt` module recording what build_engine asks of the builder."""
+    import types
+
+    class Config:
+        def __init__(self):
+            self.profiles = []
+
+        def set_memory_pool_limit(self, pool, size):
+            log["workspace"] = size
+
+        def create_timing_cache(self, data):
+            log.setdefault("cache_in", []).append(bytes(data))
+            return types.SimpleNamespace(serialize=lambda: b"cache-v%d" % len(log["cache_in"]))
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+
+        def get_timing_cache(self):
+            return self.cache
+
+        def add_optimization_profile(self, profile):
+            self.profiles.append(profile.shapes)
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            log["flags"] = flags
+            return "network"
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            profile = types.SimpleNamespace(shapes={})
+            profile.set_shape = lambda name, lo, opt, hi: profile.shapes.__setitem__(name, (lo, opt, hi))
+            return profile
+
+        def build_serialized_network(self, network, config):
+            log["profiles"] = config.profiles
+            return b"engine bytes"
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            log["parsed"] = path
+            return True
+
+    return types.SimpleNamespace(
+        __version__=version, Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda s, level: None}),
+        Builder=Builder, OnnxParser=OnnxParser, MemoryPoolType=types.SimpleNamespace(WORKSPACE=0),
+        NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=0))
+
+
+@pytest.mark.parametrize("version, flags", [("10.13.0.35", 1), ("11.4.0.106", 0)])
+def test_engine_build_profiles_timing_cache_and_strong_typing(cli_export, tmp_path, monkeypatch, version, flags):
+    from sync_sdk.export_onnx import tensorrt_build
+    from sync_sdk.export_onnx.graphs import stage_io
+    out, _ = cli_export
+    log = {}
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt_builder(version, log))
+    monkeypatch.setattr(tensorrt_build, "gpu_info", lambda device=0: ("9.0", "Fake GPU"))
+    cache = tmp_path / "timing.cache"
+    io = stage_io(TINY)
+    ranges = tensorrt_build.profiles("visual_encoder", 14, max_clips=4)
+    info = tensorrt_build.build_engine(out / "visual_encoder.fp16.onnx", tmp_path / "v.engine", io["visual_encoder"],
+                                       ranges, cache)
+    assert info == {"tensorrt_version": version, "compute_capability": "9.0", "gpu": "Fake GPU",
+                    "profiles": [[1, 1, 1], [1, 14, 56]]}
+    assert log["flags"] == flags  # strongly typed (the flag is implicit, and deprecated, from TensorRT 11)
+    assert log["parsed"] == str(out / "visual_encoder.fp16.onnx")
+    assert log["profiles"] == [{"vid": ((1, 16, 3, 224, 224),) * 3},
+                               {"vid": ((1, 16, 3, 224, 224), (14, 16, 3, 224, 224), (56, 16, 3, 224, 224))}]
+    assert (tmp_path / "v.engine").read_bytes() == b"engine bytes" and cache.read_bytes() == b"cache-v1"
+    tensorrt_build.build_engine(out / "head.fp16.onnx", tmp_path / "h.engine", io["head"],
+                                tensorrt_build.profiles("head", 14, max_clips=4), cache)
+    assert log["cache_in"] == [b"", b"cache-v1"]  # the second build starts from the first one's cache
+    assert log["profiles"] == [{"vfeat": ((1, 112, TINY.v_dim), (1, 112, TINY.v_dim), (4, 112, TINY.v_dim)),
+                                "afeat": ((1, 84, TINY.a_dim), (1, 84, TINY.a_dim), (4, 84, TINY.a_dim))}]

@@ -17,6 +17,19 @@ from ..errors import BackendError
 log = logging.getLogger(__name__)
 
 
+def gpu_info(device: int = 0) -> tuple[str, str]:
+    """(compute capability "major.minor", GPU name), through CuPy, else torch.cuda."""
+    from ..manifest import gpu_compute_capability
+    try:
+        return gpu_compute_capability(device)
+    except BackendError:
+        import torch
+        if not torch.cuda.is_available():
+            raise
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"{major}.{minor}", torch.cuda.get_device_name(device)
+
+
 def tensorrt_status() -> tuple[bool, str]:
     """(usable, why): TensorRT imports and a CUDA device is visible."""
     try:
@@ -24,9 +37,8 @@ def tensorrt_status() -> tuple[bool, str]:
     except ImportError:
         return False, "the tensorrt package is not installed"
     try:
-        from ..manifest import gpu_compute_capability
-        cc, name = gpu_compute_capability(0)
-    except Exception as e:  # no CuPy, no driver, no device
+        cc, name = gpu_info(0)
+    except Exception as e:  # no CuPy / torch.cuda, no driver, no device
         return False, f"no usable GPU ({e})"
     return True, f"TensorRT {trt.__version__} on {name} (compute capability {cc})"
 
@@ -43,8 +55,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, io: dict,
                  workspace_gib: float = 8.0) -> dict:
     """Build and write one engine; returns its manifest fields (TensorRT version, GPU, profiles)."""
     import tensorrt as trt
-
-    from ..manifest import gpu_compute_capability
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -75,6 +85,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, io: dict,
         raise BackendError(f"TensorRT failed to build an engine from {onnx_path}")
     Path(engine_path).write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    cc, gpu = gpu_compute_capability(0)
+    cc, gpu = gpu_info(0)
     return {"tensorrt_version": trt.__version__, "compute_capability": cc, "gpu": gpu,
             "profiles": [list(r) for r in ranges]}
