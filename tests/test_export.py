@@ -331,3 +331,16 @@ def test_engine_build_profiles_timing_cache_and_strong_typing(cli_export, tmp_pa
     assert log["cache_in"] == [b"", b"cache-v1"]  # the second build starts from the first one's cache
     assert log["profiles"] == [{"vfeat": ((1, 112, TINY.v_dim), (1, 112, TINY.v_dim), (4, 112, TINY.v_dim)),
                                 "afeat": ((1, 84, TINY.a_dim), (1, 84, TINY.a_dim), (4, 84, TINY.a_dim))}]
+
+
+def test_load_model_from_a_checkpoint_file(tmp_path):
+    from sync_sdk.checkpoint import save_checkpoint
+    from sync_sdk.export_onnx import random_state_dict
+    model, model_id = load_model("tiny", seed=2)
+    assert model_id == "tiny-random-seed2"
+    weights = random_state_dict(model, seed=2)
+    save_checkpoint(tmp_path / "my-model.safetensors", weights, TINY)
+    loaded, loaded_id = load_model(str(tmp_path / "my-model.safetensors"))
+    assert loaded_id == "my-model" and loaded.config == TINY
+    for name, value in loaded.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), weights[name])
