@@ -212,8 +212,10 @@ def test_from_pretrained_checkpoint_file_runs_torch(tmp_path, clip, timeline):
 
 def test_from_pretrained_unknown_name_lists_choices():
     from sync_sdk.engine import SyncEngine
-    with pytest.raises(CheckpointError, match="synthetic-tiny"):
+    from sync_sdk.loading import bundled_models
+    with pytest.raises(CheckpointError, match="24-01-04T16-39-21") as e:
         SyncEngine.from_pretrained("no-such-model")
+    assert all(name in str(e.value) for name in bundled_models())
 
 
 def test_download_failure_names_the_offline_model(monkeypatch):
@@ -235,6 +237,44 @@ def test_runtime_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "from sync_sdk import SyncEngine, SyncResult, SyncStream, Timeline\n"
             "import sync_sdk.cli, sync_sdk.batch, sync_sdk.plots, sync_sdk.scanning, sync_sdk.loading\n"
+            "assert 'torch' not in {k for k, v in sys.modules.items() if v is not None}\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+# ------------------------------------------------------------------------------- bundled model
+def _bundled():
+    from sync_sdk.loading import bundled_models
+    return "synthetic-tiny" in bundled_models()
+
+
+needs_bundled = pytest.mark.skipif(not _bundled(), reason="sync_sdk/models/synthetic-tiny is not in this checkout")
+
+
+@needs_bundled
+def test_bundled_model_runs_onnxruntime_and_matches_torch(clip):
+    from sync_sdk.engine import SyncEngine
+    ort = SyncEngine.from_pretrained("synthetic-tiny", threads=1)
+    info = ort.info()
+    assert info["backend"].startswith("onnxruntime") and info["model_id"] == "synthetic-tiny"
+    assert info["source"] == "bundled" and info["precision"] == "fp32"
+    ref = SyncEngine.from_pretrained("synthetic-tiny", backend="torch", threads=1)
+    assert ref.info()["backend"] == "torch-cpu"
+    np.testing.assert_allclose(ort.predict(clip).logits, ref.predict(clip).logits, atol=1e-4)
+
+
+@needs_bundled
+def test_bundled_model_predicts_without_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from sync_sdk import SyncEngine\n"
+            "from sync_sdk.synthetic import generate_clip\n"
+            "c = generate_clip(1, offset_sec=0.4, duration_sec=5.2)\n"
+            "r = SyncEngine.from_pretrained('synthetic-tiny').predict((c.frames, 25, c.audio, 16000))\n"
+            "assert r.probs.shape == (21,)\n"
             "assert 'torch' not in {k for k, v in sys.modules.items() if v is not None}\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True)
