@@ -95,18 +95,13 @@ def cmd_predict(args) -> int:
 
 
 def cmd_scan(args) -> int:
+    from tqdm import tqdm
     engine = _engine(args)
-    progress = None
-    if not args.quiet:
-        from tqdm import tqdm
-        bar = tqdm(desc="scan", unit="window", file=sys.stderr)
-
-        def progress(done, total):
+    with tqdm(desc="scan", unit="window", file=sys.stderr, disable=args.quiet) as bar:
+        def progress(done: int, total: int | None) -> None:
             bar.total = total
             bar.update(done - bar.n)
-    timeline = engine.scan(args.file, hop_sec=args.hop, cache=not args.no_cache, progress=progress)
-    if progress:
-        bar.close()
+        timeline = engine.scan(args.file, hop_sec=args.hop, cache=not args.no_cache, progress=progress)
     fmt = args.format or ("json" if args.out and str(args.out).endswith(".json") else "csv")
     text = timeline.to_json(probs=args.probs) if fmt == "json" else timeline.to_csv()
     if args.out:
