@@ -233,7 +233,7 @@ class _Bouncer:
                  h: int, w: int):
         self.times = times
         self.shape = "circle" if kind == "bounce" else str(rng.choice(["square", "diamond", "cross"]))
-        self.r = rng.uniform(9, 22)
+        self.r = rng.uniform(12, 26)
         self.color = _contrasting(rng, bg)
         self.bar_color = _contrasting(rng, bg, 60)
         self.dir = int(rng.integers(4)) if kind == "hit" else 0  # 0: floor, 1: ceiling, 2/3: walls
@@ -270,7 +270,7 @@ class _Clapper:
     def __init__(self, rng: np.random.Generator, times: np.ndarray, bg: np.ndarray, h: int, w: int):
         self.times = times
         self.shape = str(rng.choice(["square", "circle", "diamond"]))
-        self.r = rng.uniform(8, 20)
+        self.r = rng.uniform(12, 24)
         self.colors = (_contrasting(rng, bg), _contrasting(rng, bg))
         self.c = ((h - 224) / 2 + rng.uniform(60, 164), (w - 224) / 2 + rng.uniform(60, 164))
         ang = rng.uniform(0, np.pi)
@@ -297,7 +297,7 @@ class _Flasher:
         self.times, self.durations = times, durations
         self.shape = str(rng.choice(SHAPES))
         full = test_pattern and rng.random() < 0.15
-        self.size = 0.0 if full else (rng.uniform(12, 100) if test_pattern else rng.uniform(10, 40))
+        self.size = 0.0 if full else (rng.uniform(16, 110) if test_pattern else rng.uniform(24, 64))
         self.aspect = rng.uniform(0.6, 1.6) if rng.random() < 0.4 else 1.0
         h, w = bg.shape[:2]
         m = self.size * 0.6

@@ -1,0 +1,93 @@
+"""Training inputs from the synthetic generator, computed by the runtime's own feature functions.
+
+Clips are rendered in memory (no mp4 round trip) directly as their centre 224x224 crop, which is
+what `features.video_input` would cut from the 256-px frames. Segments follow the official grid:
+segment g of a clip = frames [2+8g, 18+8g), audio samples [1280+5120g+off, 11520+5120g+off).
+
+Long clips for the frozen-encoder stages are encoded once on a grid: visual segment g as above;
+audio segment j starts at world sample AUDIO_ORIGIN + 640 j. Window w (grid segments w..w+S-1)
+with offset class c (offset -2 + 0.2 c s) then uses audio segments j = 8 (w + s) + 5 c, exactly the
+audio the runtime would cut from a file whose audio leads its video by that offset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import synthetic
+from ..features import log_mel, video_input
+from ..grid import NUM_OFFSET_CLASSES, OFFSET_GRID_SEC
+from ..segments import (CROP_SIZE, FIRST_FRAME, FIRST_SAMPLE, SAMPLES_PER_FRAME, SEG_FRAMES,
+                        SEG_SAMPLES, STEP_FRAMES, STEP_SAMPLES)
+
+AUDIO_GRID = SAMPLES_PER_FRAME                    # 640: divides both the 5120 step and 3200 per 0.2 s
+MIN_OFFSET_SAMPLES = int(round(float(OFFSET_GRID_SEC[0]) * 16000))  # -32000
+AUDIO_ORIGIN = FIRST_SAMPLE + MIN_OFFSET_SAMPLES  # world sample of cached audio segment 0
+SEG_PER_STEP = STEP_SAMPLES // AUDIO_GRID         # 8 audio-grid steps per segment step
+GRID_PER_CLASS = 3200 // AUDIO_GRID               # 5 audio-grid steps per offset class (0.2 s)
+IN_SYNC_ROW = GRID_PER_CLASS * (NUM_OFFSET_CLASSES - 1) // 2  # audio row of visual segment 0 at offset 0
+
+
+def video_segments(frames: np.ndarray, first_frames) -> np.ndarray:
+    """frames (T, H, W, 3) uint8 -> (n, 16, 3, 224, 224) float32 segments starting at first_frames."""
+    x = video_input(frames)
+    idx = np.asarray(first_frames)[:, None] + np.arange(SEG_FRAMES)
+    return x[idx]
+
+
+def audio_segments(audio: np.ndarray, first_samples) -> np.ndarray:
+    """audio (N,) float32 -> (n, 1, 128, 66) log-mel segments of 10240 samples from first_samples."""
+    idx = np.asarray(first_samples)[:, None] + np.arange(SEG_SAMPLES)
+    return log_mel(np.ascontiguousarray(audio[idx], dtype=np.float32))
+
+
+@dataclass
+class LongClip:
+    """A long synthetic clip for grid encoding.
+
+    frames (F, 224, 224, 3) uint8 (world frames 0..F-1); audio float32 starting at world sample
+    AUDIO_ORIGIN; n_video: visual grid segments; n_audio: audio grid segments.
+    """
+
+    frames: np.ndarray
+    audio: np.ndarray
+    n_video: int
+    n_audio: int
+
+    def video_firsts(self) -> np.ndarray:
+        return FIRST_FRAME + STEP_FRAMES * np.arange(self.n_video)
+
+    def audio_firsts(self) -> np.ndarray:
+        return AUDIO_GRID * np.arange(self.n_audio)
+
+    def log_mels(self, chunk: int = 256) -> np.ndarray:
+        """(n_audio, 1, 128, 66) float32: log-mel of every audio grid segment."""
+        firsts = self.audio_firsts()
+        return np.concatenate([audio_segments(self.audio, firsts[i:i + chunk])
+                               for i in range(0, len(firsts), chunk)])
+
+
+def long_clip(seed: int, n_video: int) -> LongClip:
+    """Render the clip holding `n_video` visual grid segments and every audio segment any window of
+    them needs at any of the 21 offsets."""
+    n_frames = FIRST_FRAME + STEP_FRAMES * (n_video - 1) + SEG_FRAMES
+    n_audio = SEG_PER_STEP * (n_video - 1) + GRID_PER_CLASS * (NUM_OFFSET_CLASSES - 1) + 1
+    n_samples = AUDIO_GRID * (n_audio - 1) + SEG_SAMPLES
+    span_end = (AUDIO_ORIGIN + n_samples) / 16000 + 0.5
+    scene = synthetic.make_scene(seed, AUDIO_ORIGIN / 16000 - 0.5, span_end)
+    return LongClip(frames=scene.frames(0, n_frames, crop=CROP_SIZE),
+                    audio=scene.audio(AUDIO_ORIGIN, n_samples), n_video=n_video, n_audio=n_audio)
+
+
+def in_sync_rows(g: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Audio grid rows of visual grid segments g (...) at offset 0, displaced by `shifts` audio-grid
+    steps (K,) -> (..., K)."""
+    return SEG_PER_STEP * np.asarray(g)[..., None] + IN_SYNC_ROW + np.asarray(shifts)
+
+
+def window_indices(w: np.ndarray, c: np.ndarray, n_segments: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grid rows of windows starting at visual grid segment w (B,) with offset classes c (B,):
+    visual (B, S) = w + s, audio (B, S) = 8 (w + s) + 5 c."""
+    g = np.asarray(w)[:, None] + np.arange(n_segments)
+    return g, SEG_PER_STEP * g + GRID_PER_CLASS * np.asarray(c)[:, None]

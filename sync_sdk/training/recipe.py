@@ -1,0 +1,218 @@
+"""The whole recipe: clip bank -> stage 1 -> grid features -> stage 2 -> stage 3, resumable.
+
+Run folder:
+  bank/clip_XXXXX.npz       per long clip: frozen-backbone tokens (float16) and audio-grid log-mels
+  stage1.safetensors        model after contrastive pre-training (head untrained)
+  model.safetensors         sync model (stage 2): 21-way offset head
+  synchronizability.safetensors  synchronizability model (stage 3): 2-way head, 13 segments
+  <stage>.state.pt          optimizer / step / history for resuming
+  loss_curve.png, train_log.json (settings, seconds per stage, validation metrics)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..checkpoint import save_checkpoint
+from ..config import ModelConfig
+from ..grid import NUM_OFFSET_CLASSES
+from ..model import build_model, load_weights
+from .data import long_clip
+from .loop import Schedule, plot_losses, train_stage
+from .losses import classification, info_nce
+from .metrics import offset_accuracy, roc_auc, sync_accuracy
+from .stages import (ClipBank, GridFeatureSet, SegmentProjector, freeze_encoders, grid_features, head_parameters,
+                     init_weights, stage1_embed, stage1_parameters, visual_tokens)
+
+SEED_STRIDE = 10_000_000  # training clip seeds: SEED_STRIDE * (seed + 1) + BANK_SEEDS + index
+BANK_SEEDS = 1_000_000
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run (all written to train_log.json)."""
+
+    run_dir: str
+    model: str = "tiny"
+    seed: int = 0
+    threads: int = 2
+    clips: int = 60                # long synthetic clips in the bank
+    clip_segments: int = 60        # visual grid segments per clip (0.32 s each)
+    val_clips: int = 6             # bank clips held out of training, for validation
+    stage1_steps: int = 400
+    stage1_batch: int = 4          # windows of 14 segments per step
+    stage1_lr: float = 1e-3
+    stage2_steps: int = 3000
+    stage2_batch: int = 64
+    stage2_lr: float = 1e-3
+    stage3_steps: int = 800
+    stage3_batch: int = 64
+    stage3_lr: float = 5e-4
+    bundle: str | None = None      # copy the final model files here
+    times: dict = field(default_factory=dict)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.named(self.model)
+
+
+def _state_dict(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def build_bank(cfg: TrainConfig, model: torch.nn.Module, run: Path) -> ClipBank:
+    """Render the long clips and run the frozen visual backbone once over them (or load them)."""
+    bank = run / "bank"
+    bank.mkdir(parents=True, exist_ok=True)
+    stamp = bank / "backbone.sha256"
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes()
+                                     for p in model.vfeat_extractor.parameters())).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() != digest:
+        raise RuntimeError(f"{bank} holds tokens of another visual backbone; delete it to rebuild")
+    stamp.write_text(digest)
+    base = SEED_STRIDE * (cfg.seed + 1) + BANK_SEEDS
+    tokens, mels = [], []
+    for i in tqdm(range(cfg.clips), desc="bank", mininterval=5.0):
+        path = bank / f"clip_{i:05d}.npz"
+        if not path.exists():
+            clip = long_clip(base + i, cfg.clip_segments)
+            tmp = path.with_name(f".{path.stem}.tmp.npz")
+            np.savez(tmp, tokens=visual_tokens(model, clip).numpy(), mels=clip.log_mels())
+            tmp.replace(path)
+        with np.load(path) as z:
+            tokens.append(torch.from_numpy(z["tokens"]))
+            mels.append(z["mels"])
+    return ClipBank(tokens, mels)
+
+
+def run_stage1(cfg: TrainConfig, model: torch.nn.Module, bank: ClipBank, run: Path) -> list[dict]:
+    n_seg = model.config.n_segments
+    proj = SegmentProjector(model.config)
+    torch.manual_seed(cfg.seed)
+    train_clips = np.arange(cfg.val_clips, len(bank))
+
+    def step(i: int):
+        rng = np.random.default_rng([cfg.seed, 1, i])
+        tokens, aud, shifted = bank.stage1_batch(rng, cfg.stage1_batch, n_seg, train_clips)
+        v, a, a_extra = stage1_embed(model, proj, tokens, aud, shifted)
+        loss = info_nce(v, a, proj.logit_scale, a_extra)
+        with torch.no_grad():
+            acc = float((v @ a.t()).argmax(1).eq(torch.arange(len(v))).float().mean())
+        return loss, {"retrieval": acc}
+
+    save = lambda: save_checkpoint(run / "stage1.safetensors", _state_dict(model), model.config)  # noqa: E731
+    params = stage1_parameters(model) + list(proj.parameters())
+    return train_stage("stage1", run, {"model": model, "proj": proj}, params,
+                       Schedule(cfg.stage1_steps, cfg.stage1_lr, warmup=min(20, cfg.stage1_steps // 5 + 1),
+                                save_every=50), step, save)
+
+
+def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, run: Path) -> list[dict]:
+    train_clips = np.arange(cfg.val_clips, len(feats))
+    n_seg = model.config.n_segments
+
+    def step(i: int):
+        rng = np.random.default_rng([cfg.seed, 2, i])
+        v, a, target = feats.sample_offsets(rng, cfg.stage2_batch, n_seg, train_clips)
+        loss, acc = classification(model.head(v, a), target)
+        return loss, {"acc": acc}
+
+    save = lambda: save_checkpoint(run / "model.safetensors", _state_dict(model), model.config)  # noqa: E731
+    return train_stage("stage2", run, {"model": model}, head_parameters(model),
+                       Schedule(cfg.stage2_steps, cfg.stage2_lr, warmup=100, save_every=250), step, save)
+
+
+def syncability_model(sync_model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """The 2-class model (13 segments) initialised from the sync model; sync_head drawn fresh."""
+    model = build_model(sync_model.config.with_variant("synchronizability"))
+    state = {k: v for k, v in _state_dict(sync_model).items() if not k.startswith("transformer.off_head")}
+    gen = torch.Generator().manual_seed(seed)
+    w = model.transformer.sync_head.weight
+    state["transformer.sync_head.weight"] = (torch.randn(w.shape, generator=gen) * 0.02).numpy()
+    state["transformer.sync_head.bias"] = np.zeros(w.shape[0], np.float32)
+    return load_weights(model, state)
+
+
+def run_stage3(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, run: Path) -> list[dict]:
+    train_clips = np.arange(cfg.val_clips, len(feats))
+    n_seg = model.config.n_segments
+
+    def step(i: int):
+        rng = np.random.default_rng([cfg.seed, 3, i])
+        v, a, target = feats.sample_syncability(rng, cfg.stage3_batch, n_seg, train_clips)
+        loss, acc = classification(model.head(v, a), target)
+        return loss, {"acc": acc}
+
+    save = lambda: save_checkpoint(run / "synchronizability.safetensors", _state_dict(model), model.config)  # noqa: E731
+    return train_stage("stage3", run, {"model": model}, head_parameters(model),
+                       Schedule(cfg.stage3_steps, cfg.stage3_lr, warmup=50, save_every=200), step, save)
+
+
+@torch.no_grad()
+def validate(sync_model, sync_ab, feats: GridFeatureSet, clips: np.ndarray, seed: int, n: int = 2048) -> dict:
+    """Head metrics on held-out cached clips: offset Acc@1 / +-1 and synchronizability acc / AUC."""
+    sync_model.eval()
+    out = {}
+    rng = np.random.default_rng([seed, 9])
+    preds, targets = [], []
+    for _ in range(0, n, 256):
+        v, a, t = feats.sample_offsets(rng, 256, sync_model.config.n_segments, clips)
+        preds.append(sync_model.head(v, a).argmax(1).numpy())
+        targets.append(t.numpy())
+    out.update({f"val_{k}": v for k, v in offset_accuracy(np.concatenate(preds), np.concatenate(targets)).items()})
+    if sync_ab is not None and len(clips) > 1:
+        sync_ab.eval()
+        scores, labels = [], []
+        for _ in range(0, n, 256):
+            v, a, t = feats.sample_syncability(rng, 256, sync_ab.config.n_segments, clips)
+            scores.append(torch.softmax(sync_ab.head(v, a), 1)[:, 1].numpy())
+            labels.append(t.numpy())
+        s, lab = np.concatenate(scores), np.concatenate(labels)
+        out.update(val_sync_acc=sync_accuracy(s, lab), val_sync_auc=roc_auc(s, lab))
+    return out
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) every stage; returns the training log (also written to train_log.json)."""
+    torch.set_num_threads(cfg.threads)
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    log_path = run / "train_log.json"
+    times = json.loads(log_path.read_text()).get("times", {}) if log_path.exists() else {}
+    histories = {}
+
+    def timed(name, fn):
+        t0 = time.time()
+        result = fn()
+        times[name] = times.get(name, 0.0) + time.time() - t0
+        return result
+
+    model = init_weights(build_model(cfg.model_config()), cfg.seed)
+    bank = timed("bank", lambda: build_bank(cfg, model, run))
+    histories["stage1"] = timed("stage1", lambda: run_stage1(cfg, model, bank, run))
+    freeze_encoders(model)
+    feats = timed("features", lambda: grid_features(model, bank))
+    del bank
+    histories["stage2"] = timed("stage2", lambda: run_stage2(cfg, model, feats, run))
+    sab = freeze_encoders(syncability_model(model, cfg.seed))
+    histories["stage3"] = timed("stage3", lambda: run_stage3(cfg, sab, feats, run))
+    plot_losses(histories, run / "loss_curve.png")
+    metrics = validate(model, sab, feats, np.arange(cfg.val_clips), cfg.seed)
+    final = {k: histories[k][-1] for k in histories if histories[k]}
+    log = {"config": {k: v for k, v in asdict(cfg).items() if k != "times"}, "times": times,
+           "total_sec": sum(times.values()), "metrics": metrics, "final_step": final,
+           "num_offset_classes": NUM_OFFSET_CLASSES}
+    log_path.write_text(json.dumps(log, indent=1))
+    if cfg.bundle:
+        bundle = Path(cfg.bundle)
+        bundle.mkdir(parents=True, exist_ok=True)
+        for name in ("model.safetensors", "synchronizability.safetensors", "loss_curve.png"):
+            shutil.copyfile(run / name, bundle / name)
+    return log

@@ -1,0 +1,223 @@
+"""The three training stages of Synchformer, on long synthetic clips encoded on the segment grid.
+
+Data: a bank of long in-sync clips. Per clip, every visual grid segment goes once through the
+visual backbone (tubelet embedding + divided space-time blocks + final norm), whose weights are a
+motion-sensitive initialisation kept frozen (the CPU budget allows no backbone backward pass), and
+every audio grid segment's log-mel is computed once (`ClipBank`).
+
+Stage 1: segment-level contrastive pre-training of both encoders: the whole audio encoder and the
+  visual encoder's spatial aggregation layer. A batch holds B windows of S consecutive segments;
+  each segment's visual tokens (8, Dv) and audio tokens (6, Da) are flattened and projected to a
+  shared space; the positive of a visual segment is its own audio segment, every other segment in
+  the batch (the same video's and other videos') is a negative, and so is its own audio displaced
+  by a few tenths of a second (hard negatives); symmetric InfoNCE.
+Stage 2: encoders frozen; grid features are cached (`GridFeatureSet`) and the head (projections +
+  GlobalTransformer + off_head) learns 21-class offset classification, offsets drawn from the grid.
+Stage 3: the synchronizability model (2-class head, 13 segments) starts from the stage-2 head and
+  learns "some content overlap" (same clip, any grid offset) vs none (audio of another clip).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT, ModelConfig
+from ..grid import NUM_OFFSET_CLASSES
+from .data import LongClip, in_sync_rows, video_segments, window_indices
+
+PATCHES = 196  # 14 x 14 spatial tokens per temporal slot
+STAGE1_SHIFTS = (-12, -5, 5, 12)  # hard-negative audio displacements, in 0.04-s audio-grid steps
+
+
+def init_weights(model: nn.Module, seed: int) -> nn.Module:
+    """ViT-style initialisation (truncated normal, std 0.02, for weights, tokens and positional
+    tables; zero biases; LayerNorm 1/0), then a motion-sensitive tubelet embedding."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if isinstance(module, nn.LayerNorm):
+                    p.fill_(1.0 if name == "weight" else 0.0)
+                elif name.endswith("bias"):
+                    p.zero_()
+                else:
+                    p.copy_((torch.randn(p.shape, generator=gen) * 0.02).clamp_(-0.04, 0.04))
+        motion_init_(model.vfeat_extractor.patch_embed_3d.proj, gen)
+    return model
+
+
+def motion_init_(conv: nn.Conv3d, gen: torch.Generator, diff_fraction: float = 0.625,
+                 appearance_gain: float = 0.1) -> None:
+    """Tubelet embedding (D, 3, 2, 16, 16) as frame-difference filters (the first diff_fraction of
+    the channels: unit-norm spatial patterns applied to frame 2t+1 minus frame 2t; the first three
+    measure each colour's mean change) and weak appearance filters (the rest, on both frames)."""
+    d = conv.weight.shape[0]
+    n_diff = int(d * diff_fraction)
+    p = torch.randn((d, 3, *conv.weight.shape[3:]), generator=gen)
+    p[:3] = 0
+    for c in range(3):
+        p[c, c] = 1.0
+    p /= p.flatten(1).norm(dim=1)[:, None, None, None]
+    w = torch.empty_like(conv.weight)
+    w[:n_diff, :, 0], w[:n_diff, :, 1] = -p[:n_diff], p[:n_diff]
+    w[n_diff:, :, 0] = w[n_diff:, :, 1] = appearance_gain * p[n_diff:]
+    conv.weight.copy_(w)
+    conv.bias.zero_()
+
+
+@torch.no_grad()
+def visual_tokens(model: nn.Module, clip: LongClip, chunk: int = 8) -> torch.Tensor:
+    """Backbone tokens of every visual grid segment: (G, 1568, Dv) float16."""
+    firsts = clip.video_firsts()
+    return torch.cat([model.vfeat_extractor.tokens(torch.from_numpy(video_segments(clip.frames, firsts[i:i + chunk])))
+                      .half() for i in range(0, len(firsts), chunk)])
+
+
+def aggregate(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Backbone tokens (N, 1568, Dv) -> visual features (N, 8, Dv) (the spatial aggregation layer),
+    what `encode_video` returns for the same segments."""
+    dim = tokens.shape[-1]
+    x = model.vfeat_extractor.spatial_attn_agg(tokens.float().reshape(-1, PATCHES, dim))
+    return x.reshape(-1, VIDEO_TOKENS_PER_SEGMENT, dim)
+
+
+class ClipBank:
+    """Per long clip: backbone tokens (G, 1568, Dv) float16 and log-mels of every audio grid
+    segment (J, 1, 128, 66) float32 (the same G, J for every clip)."""
+
+    def __init__(self, tokens: list[torch.Tensor], mels: list[np.ndarray]) -> None:
+        self.tokens, self.mels = tokens, mels
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def stage1_batch(self, rng: np.random.Generator, batch: int, n_segments: int, clips: np.ndarray,
+                     shifts=STAGE1_SHIFTS) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """B random in-sync windows of S segments: backbone tokens [B x (S, 1568, Dv)],
+        aud (B, S, 1, 128, 66) and each segment's audio displaced by `shifts` (B, S, K, 1, 128, 66)."""
+        m = rng.choice(clips, batch)
+        w = rng.integers(0, self.tokens[0].shape[0] - n_segments + 1, batch)
+        g = w[:, None] + np.arange(n_segments)
+        rows = in_sync_rows(g, np.array((0,) + tuple(shifts)))            # (B, S, 1 + K)
+        mel = torch.from_numpy(np.stack([self.mels[mi][r] for mi, r in zip(m, rows)]))
+        return [self.tokens[mi][wi:wi + n_segments] for mi, wi in zip(m, w)], mel[:, :, 0], mel[:, :, 1:]
+
+
+class SegmentProjector(nn.Module):
+    """Stage-1 heads: segment tokens -> unit vectors in a shared space of `dim` dimensions.
+
+    Tokens are flattened (their temporal order stays in the embedding) and centred per video (minus
+    the mean over that video's segments: what is constant in a clip - its background - says nothing
+    about timing), standardised over the batch (BatchNorm without affine) and projected linearly.
+    """
+
+    def __init__(self, config: ModelConfig, dim: int = 128) -> None:
+        super().__init__()
+        v_in, a_in = VIDEO_TOKENS_PER_SEGMENT * config.v_dim, AUDIO_TOKENS_PER_SEGMENT * config.a_dim
+        self.v = nn.Sequential(nn.BatchNorm1d(v_in, affine=False), nn.Linear(v_in, dim))
+        self.a = nn.Sequential(nn.BatchNorm1d(a_in, affine=False), nn.Linear(a_in, dim))
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+
+    def forward(self, vfeat: torch.Tensor, afeat: torch.Tensor, a_extra: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """vfeat (B, S, 8, Dv), afeat (B, S, 6, Da), a_extra (B, S, K, 6, Da) ->
+        v (B*S, dim), a (B*S, dim), a_extra (B*S, K, dim)."""
+        b, s, k = a_extra.shape[:3]
+        v = vfeat.flatten(2)
+        a_mean = afeat.flatten(2).mean(1, keepdim=True)
+        v = (v - v.mean(1, keepdim=True)).flatten(0, 1)
+        a = (afeat.flatten(2) - a_mean).flatten(0, 1)
+        ax = (a_extra.flatten(3) - a_mean[:, :, None]).flatten(0, 2)
+        a = self.a(torch.cat([a, ax]))
+        unit = nn.functional.normalize
+        return (unit(self.v(v), dim=-1), unit(a[: b * s], dim=-1),
+                unit(a[b * s:], dim=-1).reshape(b * s, k, -1))
+
+
+def stage1_embed(model: nn.Module, proj: SegmentProjector, tokens: list[torch.Tensor], aud: torch.Tensor,
+                 shifted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Encode a stage-1 batch and embed it: v (B*S, D), a (B*S, D), a_extra (B*S, K, D)."""
+    b, s, k = shifted.shape[:3]
+    vfeat = aggregate(model, torch.cat(tokens)).reshape(b, s, VIDEO_TOKENS_PER_SEGMENT, -1)
+    afeat = model.encode_audio(torch.cat([aud.flatten(0, 1), shifted.flatten(0, 2)]))
+    return proj(vfeat, afeat[: b * s].reshape(b, s, AUDIO_TOKENS_PER_SEGMENT, -1),
+                afeat[b * s:].reshape(b, s, k, AUDIO_TOKENS_PER_SEGMENT, -1))
+
+
+@torch.no_grad()
+def grid_features(model: nn.Module, bank: ClipBank, chunk: int = 256) -> "GridFeatureSet":
+    """Frozen-encoder features of every grid segment of every bank clip."""
+    model.eval()
+    vf = [torch.cat([aggregate(model, t[i:i + 16]) for i in range(0, len(t), 16)]) for t in bank.tokens]
+    af = [torch.cat([model.encode_audio(torch.from_numpy(m[i:i + chunk])) for i in range(0, len(m), chunk)])
+          for m in bank.mels]
+    return GridFeatureSet(torch.stack(vf), torch.stack(af))
+
+
+class GridFeatureSet:
+    """Cached grid features of many long clips, sampled as head-training windows.
+
+    vfeat (M, G, 8, Dv), afeat (M, J, 6, Da): the same G, J for every clip.
+    """
+
+    def __init__(self, vfeat: torch.Tensor, afeat: torch.Tensor) -> None:
+        self.vfeat, self.afeat = torch.as_tensor(vfeat), torch.as_tensor(afeat)
+
+    def __len__(self) -> int:
+        return len(self.vfeat)
+
+    def windows(self, m: np.ndarray, w: np.ndarray, c: np.ndarray, n_segments: int,
+                audio_clip: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head inputs of windows (clip m, start w, offset class c): vfeat (B, S*8, Dv),
+        afeat (B, S*6, Da). audio_clip: take the audio of these clips instead (no content overlap)."""
+        g, j = window_indices(w, c, n_segments)
+        am = m if audio_clip is None else audio_clip
+        v = self.vfeat[torch.from_numpy(m)[:, None], torch.from_numpy(g)]
+        a = self.afeat[torch.from_numpy(am)[:, None], torch.from_numpy(j)]
+        return v.flatten(1, 2), a.flatten(1, 2)
+
+    def sample_offsets(self, rng: np.random.Generator, batch: int, n_segments: int,
+                       clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage-2 batch: random clips (from `clips`), window starts and offset classes ->
+        (vfeat, afeat, target class (B,))."""
+        m = rng.choice(clips, batch)
+        w = rng.integers(0, self.vfeat.shape[1] - n_segments + 1, batch)
+        c = rng.integers(0, NUM_OFFSET_CLASSES, batch)
+        v, a = self.windows(m, w, c, n_segments)
+        return v, a, torch.from_numpy(c)
+
+    def sample_syncability(self, rng: np.random.Generator, batch: int, n_segments: int,
+                           clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage-3 batch: half synchronizable (own audio at a grid offset, target 1), half not
+        (audio of another clip, target 0); needs at least two clips."""
+        if len(np.unique(clips)) < 2:
+            raise ValueError("synchronizability batches need at least two clips")
+        m = rng.choice(clips, batch)
+        w = rng.integers(0, self.vfeat.shape[1] - n_segments + 1, batch)
+        c = rng.integers(0, NUM_OFFSET_CLASSES, batch)
+        target = (rng.random(batch) < 0.5).astype(np.int64)
+        other = rng.choice(clips, batch)
+        while np.any(clash := (other == m) & (target == 0)):
+            other[clash] = rng.choice(clips, int(clash.sum()))
+        am = np.where(target == 1, m, other)
+        v, a = self.windows(m, w, c, n_segments, audio_clip=am)
+        return v, a, torch.from_numpy(target)
+
+
+def stage1_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What stage 1 trains: the audio encoder and the visual spatial aggregation layer."""
+    return (list(model.afeat_extractor.parameters())
+            + list(model.vfeat_extractor.spatial_attn_agg.parameters()))
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What stages 2 and 3 train: projections and the GlobalTransformer (encoders frozen)."""
+    return [p for n, p in model.named_parameters() if n.split(".")[0] in ("vproj", "aproj", "transformer")]
+
+
+def freeze_encoders(model: nn.Module) -> nn.Module:
+    for n, p in model.named_parameters():
+        if n.split(".")[0] in ("vfeat_extractor", "afeat_extractor"):
+            p.requires_grad_(False)
+    return model

@@ -1,0 +1,127 @@
+"""Training: grid arithmetic matches the runtime's segments, losses fall, runs resume, metrics."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sync_sdk import segments  # noqa: E402
+from sync_sdk.checkpoint import load_checkpoint  # noqa: E402
+from sync_sdk.config import ModelConfig  # noqa: E402
+from sync_sdk.grid import OFFSET_GRID_SEC, class_to_offset  # noqa: E402
+from sync_sdk.model import build_model  # noqa: E402
+from sync_sdk.training import data, stages  # noqa: E402
+from sync_sdk.training.loop import Schedule, train_stage  # noqa: E402
+from sync_sdk.training.losses import info_nce  # noqa: E402
+from sync_sdk.training.metrics import offset_accuracy, roc_auc, sync_accuracy  # noqa: E402
+from sync_sdk.training.recipe import TrainConfig, train  # noqa: E402
+
+
+def test_grid_windows_are_the_runtime_segments_at_each_offset():
+    """Cached audio segment j starts at world sample AUDIO_ORIGIN + 640 j; window (w, c) must use
+    exactly the samples the runtime cuts for grid segment w+s at offset class c."""
+    w = np.array([0, 3, 17])
+    for c in range(len(OFFSET_GRID_SEC)):
+        g, j = data.window_indices(w, np.full(3, c), 14)
+        for gi, ji in zip(g.ravel(), j.ravel()):
+            assert segments.segment_frames(gi)[0] == data.FIRST_FRAME + 8 * gi
+            start = segments.segment_samples(gi, class_to_offset(c))[0]
+            assert data.AUDIO_ORIGIN + data.AUDIO_GRID * ji == start
+
+
+def test_long_clip_covers_every_window_and_offset():
+    clip = data.long_clip(5, n_video=16)
+    g, j = data.window_indices(np.array([0, 2]), np.array([0, 20]), 14)
+    assert g.max() < clip.n_video and j.min() >= 0 and j.max() < clip.n_audio
+    assert clip.frames.shape == (data.FIRST_FRAME + 8 * 15 + 16, 224, 224, 3)
+    assert len(clip.audio) == data.AUDIO_GRID * (clip.n_audio - 1) + data.SEG_SAMPLES
+
+
+def test_metrics_against_brute_force():
+    rng = np.random.default_rng(0)
+    score, label = rng.random(60).round(1), rng.random(60) < 0.4
+    pairs = [(p > n) + 0.5 * (p == n) for p in score[label] for n in score[~label]]
+    assert roc_auc(score, label) == pytest.approx(np.mean(pairs))
+    assert sync_accuracy(np.array([0.9, 0.2, 0.7, 0.6]), np.array([1, 1, 0, 0])) == pytest.approx(0.25)
+    assert offset_accuracy(np.array([3, 4, 9]), np.array([3, 5, 7])) == {"acc1": 1 / 3, "acc1_pm1": 2 / 3}
+
+
+def test_info_nce_prefers_matching_pairs():
+    v = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    scale = torch.tensor(np.log(10.0))
+    assert info_nce(v, v, scale) < info_nce(v, v.roll(1, 0), scale)
+
+
+def test_motion_init_sees_change_not_stillness():
+    model = stages.init_weights(build_model("tiny"), 0)
+    conv = model.vfeat_extractor.patch_embed_3d.proj
+    still = torch.rand(1, 3, 1, 16, 16).expand(1, 3, 2, 16, 16)
+    n_diff = int(conv.weight.shape[0] * 0.625)
+    out = conv(still).flatten()
+    assert torch.allclose(out[:n_diff], torch.zeros(n_diff), atol=1e-5) and out[n_diff:].abs().max() > 0
+    flash = torch.cat([still[:, :, :1], still[:, :, :1] + 0.5], 2)  # frame 2 brighter by 0.5
+    assert conv(flash).flatten()[:3].sub(8.0).abs().max() < 1e-4  # mean-change channels: 16 * 0.5
+
+
+def test_stage1_steps_lower_the_contrastive_loss():
+    """Contrastive steps on one fixed batch of real synthetic windows from a two-clip bank."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.named("tiny")
+    model = stages.init_weights(build_model(cfg), 0).train()
+    clips = [data.long_clip(s, n_video=15) for s in (101, 102)]
+    bank = stages.ClipBank([stages.visual_tokens(model, c) for c in clips], [c.log_mels() for c in clips])
+    tokens, aud, shifted = bank.stage1_batch(np.random.default_rng(0), 2, 14, np.arange(2))
+    assert tokens[0].shape == (14, 1568, 64) and aud.shape == (2, 14, 1, 128, 66)
+    assert shifted.shape == (2, 14, len(stages.STAGE1_SHIFTS), 1, 128, 66)
+    with torch.no_grad():  # the bank reproduces encode_video / the audio the runtime would cut
+        ref = model.encode_video(torch.from_numpy(data.video_segments(clips[0].frames, clips[0].video_firsts()[:2])))
+        assert torch.allclose(stages.aggregate(model, bank.tokens[0][:2]), ref, atol=1e-2)
+    w0 = clips[0].audio_firsts()[data.in_sync_rows(np.array([3]), np.array([0]))[0, 0]]
+    assert data.AUDIO_ORIGIN + w0 == segments.segment_samples(3)[0]
+    proj = stages.SegmentProjector(cfg)
+    opt = torch.optim.AdamW(stages.stage1_parameters(model) + list(proj.parameters()), lr=2e-3)
+    losses = []
+    for _ in range(10):
+        v, a, a_extra = stages.stage1_embed(model, proj, tokens, aud, shifted)
+        loss = info_nce(v, a, proj.logit_scale, a_extra)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_head_training_resumes(tmp_path):
+    """train_stage: the loss falls on a fixed batch; a second call continues from the saved step."""
+    torch.manual_seed(0)
+    model = stages.init_weights(build_model("tiny"), 0)
+    feats = stages.GridFeatureSet(np.random.default_rng(0).standard_normal((3, 20, 8, 64), np.float32),
+                                  np.random.default_rng(1).standard_normal((3, 260, 6, 48), np.float32))
+    v, a, target = feats.sample_offsets(np.random.default_rng(2), 16, 14, np.arange(3))
+
+    def step(i):
+        return torch.nn.functional.cross_entropy(model.head(v, a), target), {}
+
+    params = stages.head_parameters(model)
+    first = train_stage("head", tmp_path, {"model": model}, params, Schedule(12, 3e-3, warmup=2, save_every=6), step)
+    assert len(first) == 12 and first[-1]["loss"] < 0.85 * first[0]["loss"]
+    more = train_stage("head", tmp_path, {"model": model}, params, Schedule(15, 3e-3, warmup=2, save_every=6), step)
+    assert len(more) == 15 and more[:12] == first
+
+
+def test_recipe_end_to_end_and_resume(tmp_path):
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), clips=3, clip_segments=15, val_clips=1, stage1_steps=1,
+                      stage1_batch=1, stage2_steps=4, stage2_batch=8, stage3_steps=3, stage3_batch=8,
+                      bundle=str(tmp_path / "bundle"))
+    log = train(cfg)
+    assert set(log["times"]) == {"bank", "stage1", "features", "stage2", "stage3"}
+    assert 0.0 <= log["metrics"]["val_acc1"] <= log["metrics"]["val_acc1_pm1"] <= 1.0
+    sync = load_checkpoint(tmp_path / "bundle" / "model.safetensors")
+    sab = load_checkpoint(tmp_path / "bundle" / "synchronizability.safetensors")
+    assert sync.config == ModelConfig.named("tiny")
+    assert (sab.config.variant, sab.config.n_segments) == ("synchronizability", 13)
+    enc = [k for k in sync.state_dict if k.startswith(("vfeat_extractor", "afeat_extractor"))]
+    assert all(np.array_equal(sync.state_dict[k], sab.state_dict[k]) for k in enc)
+    again = train(cfg)  # everything done: nothing retrained, same weights
+    assert again["final_step"] == log["final_step"]
+    assert np.array_equal(load_checkpoint(tmp_path / "run" / "model.safetensors").state_dict["transformer.off_head.weight"],
+                          sync.state_dict["transformer.off_head.weight"])
