@@ -1,9 +1,10 @@
 """Model name -> backend: resolve what `SyncEngine.from_pretrained` was given and pick a runtime.
 
-A name is a bundled model (sync_sdk/models/<name>/), an official checkpoint id (downloaded once),
-a checkpoint file, or an export directory (manifest.json). `auto` picks TensorRT on a GPU with
-engines, else ONNX Runtime on an export (CUDA provider when present, else CPU), else torch on a
-checkpoint. torch is imported only when the torch backend is chosen.
+A name is a bundled model (sync_sdk/models/<name>/: model.safetensors, an export directory with its
+manifest; "<name>/synchronizability" is its synchronizability.safetensors), an official checkpoint id
+(downloaded once), a checkpoint file, or an export directory (manifest.json). `auto` picks TensorRT on
+a GPU with engines, else ONNX Runtime on an export (CUDA provider when present, else CPU), else torch
+on a checkpoint. torch is imported only when the torch backend is chosen.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 BUNDLED_DEFAULT = "synthetic-tiny"
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".npz")
+BUNDLED_CHECKPOINTS = {"sync": "model.safetensors", "synchronizability": "synchronizability.safetensors"}
 
 
 @dataclass
@@ -32,15 +34,26 @@ class ModelSource:
 
 
 def bundled_models() -> list[str]:
-    """Names of the models shipped inside the package."""
-    return sorted(p.name for p in MODELS_DIR.iterdir() if p.is_dir()) if MODELS_DIR.is_dir() else []
+    """Names of the models shipped inside the package; "<name>/synchronizability" where the bundle
+    also holds a synchronizability.safetensors."""
+    if not MODELS_DIR.is_dir():
+        return []
+    names = []
+    for d in sorted(p for p in MODELS_DIR.iterdir() if p.is_dir()):
+        names.append(d.name)
+        if (d / BUNDLED_CHECKPOINTS["synchronizability"]).is_file():
+            names.append(f"{d.name}/synchronizability")
+    return names
 
 
-def _find_export(directory: Path) -> Path | None:
-    if (directory / MANIFEST_NAME).is_file():
-        return directory
-    subs = sorted(p.parent for p in directory.glob(f"*/{MANIFEST_NAME}"))
-    return subs[0] if subs else None
+def _find_export(directory: Path, variant: str | None = None) -> Path | None:
+    """The export directory (manifest.json) in `directory` or one level below, of `variant` if given."""
+    found = ([directory] if (directory / MANIFEST_NAME).is_file() else []) + \
+        sorted(p.parent for p in directory.glob(f"*/{MANIFEST_NAME}"))
+    for export in found:
+        if variant is None or read_manifest(export).config.variant == variant:
+            return export
+    return None
 
 
 def _find_checkpoint(directory: Path) -> Path | None:
@@ -51,13 +64,21 @@ def _find_checkpoint(directory: Path) -> Path | None:
     return None
 
 
+def _bundled(name: str) -> ModelSource:
+    """synthetic-tiny (the offset model) or synthetic-tiny/synchronizability, from the bundle."""
+    base, _, sub = name.partition("/")
+    variant = sub or "sync"
+    d = MODELS_DIR / base
+    ckpt = d / BUNDLED_CHECKPOINTS[variant]
+    return ModelSource(name, "bundled", _find_export(d, variant), ckpt if ckpt.is_file() else None)
+
+
 def resolve_model(name_or_path: str | Path | None) -> ModelSource:
     """Resolve a model name (see module doc); None = the official AudioSet sync checkpoint."""
     from .checkpoint import DEFAULT_CHECKPOINT, OFFICIAL_CHECKPOINTS, download_checkpoint
     name = DEFAULT_CHECKPOINT if name_or_path is None else str(name_or_path)
     if name in bundled_models():
-        d = MODELS_DIR / name
-        return ModelSource(name, "bundled", _find_export(d), _find_checkpoint(d))
+        return _bundled(name)
     if name in OFFICIAL_CHECKPOINTS:
         try:
             path = download_checkpoint(name)

@@ -210,6 +210,23 @@ def test_from_pretrained_checkpoint_file_runs_torch(tmp_path, clip, timeline):
         SyncEngine.from_pretrained(path, backend="onnxruntime")
 
 
+def test_bundle_layout_sync_and_synchronizability(tmp_path, monkeypatch, clip):
+    import sync_sdk.loading as loading
+    from sync_sdk.checkpoint import save_checkpoint
+    from sync_sdk.engine import SyncEngine
+    from tiny_engine import tiny_state_dict
+    bundle = tmp_path / "models" / "toy"
+    bundle.mkdir(parents=True)
+    save_checkpoint(bundle / "model.safetensors", *tiny_state_dict("sync"))
+    save_checkpoint(bundle / "synchronizability.safetensors", *tiny_state_dict("synchronizability"))
+    monkeypatch.setattr(loading, "MODELS_DIR", tmp_path / "models")
+    assert loading.bundled_models() == ["toy", "toy/synchronizability"]
+    sync = SyncEngine.from_pretrained("toy")
+    assert sync.info()["source"] == "bundled" and sync.config.variant == "sync"
+    sab = SyncEngine.from_pretrained("toy/synchronizability")
+    assert sab.model_id == "toy/synchronizability" and 0.0 <= sab.synchronizability(clip) <= 1.0
+
+
 def test_from_pretrained_unknown_name_lists_choices():
     from sync_sdk.engine import SyncEngine
     from sync_sdk.loading import bundled_models
