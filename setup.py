@@ -22,6 +22,7 @@ class BuildPyWithKernels(build_py):
 
 
 TORCH = "torch==2.13.0"
+RAY = ["ray[data]==2.60.0", "pyarrow==26.0.1"]
 EXPORT = [TORCH, "onnx==1.23.2", "onnxscript==0.7.2", "onnxruntime==1.32.0", "onnxconverter-common==1.16.0"]
 
 setup(
@@ -45,8 +46,9 @@ setup(
         "torch": [TORCH],
         "export": EXPORT,
         "plot": ["matplotlib==3.11.2"],
+        "ray": RAY,
         "gpu": ["cupy-cuda12x==14.2.0", "tensorrt==11.4.0.106"],
-        "dev": EXPORT + ["matplotlib==3.11.2", "pytest==9.0.3"],
+        "dev": EXPORT + RAY + ["matplotlib==3.11.2", "pytest==9.0.3"],
     },
     entry_points={"console_scripts": ["sync-sdk=sync_sdk.cli:main"]},
 )
