@@ -6,10 +6,8 @@ import pytest
 
 from sync_sdk.attribution import attribute, effect, segment_of_time, unit_scores
 from sync_sdk.errors import InputError
-from sync_sdk.loading import MODELS_DIR
 from tests.fake_backends import CellsBackend, Engine
-
-BUNDLED = MODELS_DIR / "synthetic-tiny"
+from tests.bundled import requires_trained_bundle
 
 
 def _textured_clip(seconds: float = 5.2, seed: int = 0):
@@ -87,8 +85,7 @@ def test_bad_arguments():
         attribute(engine, _textured_clip(), trials=1)
 
 
-@pytest.mark.skipif(not (BUNDLED / "model.safetensors").is_file(),
-                    reason="bundled model sync_sdk/models/synthetic-tiny is not built yet")
+@requires_trained_bundle
 def test_bundled_model_attributes_to_event_segments():
     from sync_sdk.engine import SyncEngine
     from sync_sdk.synthetic import generate_clip

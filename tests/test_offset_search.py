@@ -3,11 +3,9 @@ import numpy as np
 import pytest
 
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.loading import MODELS_DIR
 from sync_sdk.offset_search import _video_start, combine, search_offset, shift_grid
 from tests.fake_backends import Engine, EventBackend, flash_click_clip
-
-BUNDLED = MODELS_DIR / "synthetic-tiny"
+from tests.bundled import requires_trained_bundle
 GRID = np.round(np.linspace(-2, 2, 21), 1)
 
 
@@ -90,8 +88,7 @@ def test_search_errors():
         search_offset(engine, (frames, fps, audio, sr), step_sec=0.3)
 
 
-@pytest.mark.skipif(not (BUNDLED / "model.safetensors").is_file(),
-                    reason="bundled model sync_sdk/models/synthetic-tiny is not built yet")
+@requires_trained_bundle
 @pytest.mark.parametrize("offset", [3.6, -4.4])
 def test_bundled_model_finds_offsets_of_several_seconds(offset):
     from sync_sdk.engine import SyncEngine
