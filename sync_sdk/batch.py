@@ -61,7 +61,7 @@ def done_files(out_path: str | Path) -> set[str]:
     return done
 
 
-def _open_output(out_path: Path, resume: bool):
+def open_output(out_path: Path, resume: bool):
     """Append when resuming (after closing a partial last line), else start a new file."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if resume and out_path.is_file():
@@ -82,7 +82,7 @@ def run_batch(engine, files: Iterable[str], out_path: str | Path, *, resume: boo
     todo = [f for f in files if _key(f) not in skip]
     summary.skipped = len(files) - len(todo)
     from tqdm import tqdm
-    with _open_output(Path(out_path), resume) as out, \
+    with open_output(Path(out_path), resume) as out, \
             tqdm(todo, desc="sync-sdk batch", unit="file", disable=not progress) as bar:
         for f in bar:
             t = time.perf_counter()

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from .batch import open_output
 from .config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
 from .errors import ClipTooShortError, InputError
 from .grid import OFFSET_GRID_SEC
@@ -301,10 +302,9 @@ def desync_dir(engine, videos_dir, audios_dir, out_path, duration_sec: float | N
                          f"({done[other[0]].get('settings')}, now {settings}); write to another file")
     todo = [(s, v, a) for s, v, a in pairs if s not in done]
     paths = {s: (v, a) for s, v, a in pairs}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
     records = dict(done)
-    with _open_output(out_path, resume) as out, \
+    with open_output(out_path, resume) as out, \
             tqdm(total=len(todo), desc="sync-sdk desync", unit="clip", disable=not progress) as bar:
         for clip in desync_batch(engine, todo, duration_sec, protocol, preset, batch_clips):
             v, a = paths[clip.name]
@@ -322,14 +322,3 @@ def desync_dir(engine, videos_dir, audios_dir, out_path, duration_sec: float | N
     summary.update(settings=settings, video_only=video_only, audio_only=audio_only,
                    failed=[s for s, _, _ in pairs if records.get(s, {}).get("status") == "error"])
     return summary
-
-
-def _open_output(path: Path, resume: bool):
-    """Append when resuming (closing a partial last line first), else start a new file."""
-    if resume and path.is_file():
-        data = path.read_bytes()
-        f = open(path, "a", encoding="utf-8")
-        if data and not data.endswith(b"\n"):
-            f.write("\n")
-        return f
-    return open(path, "w", encoding="utf-8")
