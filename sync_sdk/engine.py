@@ -223,10 +223,12 @@ class SyncEngine:
         from .desync import desync
         return desync(self, video, audio, duration_sec=duration_sec, protocol=protocol, preset=preset)
 
-    def visual_features(self, source, preset: str = "av-benchmark", duration_sec: float | None = None) -> np.ndarray:
-        """(S*8, v_dim) float32 visual-encoder features at 25 fps, for conditioning (visual_features.py)."""
+    def visual_features(self, source, preset: str = "av-benchmark", duration_sec: float | None = None,
+                        output: str = "numpy"):
+        """(S*8, v_dim) float32 visual-encoder features at 25 fps, for conditioning: NumPy, or a CuPy
+        array left on the GPU with output="cupy" (DLPack-ready; visual_features.py)."""
         from .visual_features import visual_features
-        return visual_features(self, source, preset=preset, duration_sec=duration_sec)
+        return visual_features(self, source, preset=preset, duration_sec=duration_sec, output=output)
 
     def attribute(self, source, trials: int | dict = 64, **kwargs):
         """Evidence attribution of the window at start_sec by random corruption (attribution.py)."""

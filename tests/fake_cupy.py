@@ -274,6 +274,7 @@ def install(monkeypatch) -> types.ModuleType:
     cp.ascontiguousarray = lambda a, dtype=None: _dev(np.ascontiguousarray(a, dtype))
     cp.from_dlpack = lambda x: _dev(np.from_dlpack(x))
     cp.asnumpy = lambda a: np.array(a)
+    cp.concatenate = lambda arrays, axis=0: _dev(np.concatenate([np.asarray(a) for a in arrays], axis))
     cupyx.empty_pinned = lambda shape, dtype=np.float32: np.empty(shape, dtype)
     for name, mod in (("cupy", cp), ("cupy.cuda", cuda), ("cupy.cuda.cufft", cufft), ("cupyx", cupyx)):
         monkeypatch.setitem(sys.modules, name, mod)

@@ -62,6 +62,45 @@ def test_duration_and_errors(model):
         visual_features(engine, frames, preset="imagebind")
     with pytest.raises(InputError):
         visual_features(engine, [1, 2, 3])
+    with pytest.raises(InputError, match="output"):
+        visual_features(engine, frames, output="jax")
+
+
+class _DeviceBackend:
+    """Behaves like the GPU backends: device (CuPy) batches in -> device features out."""
+
+    def __init__(self, host, cupy) -> None:
+        self.host, self.cupy, self.inputs = host, cupy, []
+
+    def encode_video(self, vid):
+        self.inputs.append(type(vid))
+        return self.cupy.asarray(self.host.encode_video(np.asarray(vid)))
+
+
+@pytest.mark.parametrize("device_backend", [True, False])
+def test_cupy_output_stays_on_device(model, monkeypatch, device_backend):
+    from tests import fake_cupy
+    cp = fake_cupy.install(monkeypatch)
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (43, 224, 224, 3), dtype=np.uint8)
+    engine = _engine(model, max_batch=3)
+    expected = visual_features(engine, frames)
+    if device_backend:
+        engine.backend = _DeviceBackend(engine.backend, cp)
+    feats = visual_features(engine, frames, output="cupy")
+    assert isinstance(feats, cp.ndarray) and feats.dtype == np.float32 and feats.shape == expected.shape
+    np.testing.assert_allclose(np.asarray(feats), expected, atol=2e-5)
+    if device_backend:  # every batch was handed to the backend already on the device: 4 segments, 3 a call
+        assert engine.backend.inputs == [cp.ndarray, cp.ndarray]
+
+
+def test_cupy_output_without_cupy_says_what_to_install(model, monkeypatch):
+    import sys
+
+    from sync_sdk.errors import BackendError
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(BackendError, match=r"sync-sdk\[gpu\]"):
+        visual_features(_engine(model, max_batch=3), np.zeros((24, 224, 224, 3), np.uint8), output="cupy")
 
 
 def test_path_source_decodes_at_25_fps(model, tmp_path):
