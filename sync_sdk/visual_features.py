@@ -7,8 +7,8 @@ side 224 bicubic + centre crop, what those projects feed Synchformer) or "synchf
 model's 256 + crop path); see presets.py.
 
 output="cupy" keeps the features on the GPU: each batch of normalised segments is uploaded once and
-the GPU backends (TensorRT, torch-cuda) return CuPy arrays, which stay on the device and are joined
-there. A CuPy array speaks DLPack, so `torch.from_dlpack(feats)` (or JAX's) takes it without a copy.
+the GPU backends (TensorRT, torch-cuda; `device_arrays`) return CuPy arrays, which stay on the device
+and are joined there. A CuPy array speaks DLPack, so `torch.from_dlpack(feats)` (or JAX's) takes it without a copy.
 """
 from __future__ import annotations
 
@@ -55,17 +55,22 @@ def visual_features(engine, source, preset: str = "av-benchmark", duration_sec: 
         return p.normalise(np.stack([crops[STEP_FRAMES * i:STEP_FRAMES * i + SEG_FRAMES] for i in ids]))
 
     if output == "cupy":
-        feats = _encode_on_device(engine.backend.encode_video, s, segments, batch)
+        feats = _encode_on_device(engine.backend, s, segments, batch)
     else:
         from .desync import encode_batched
         feats = encode_batched(engine.backend.encode_video, s, segments, batch)
     return feats.reshape(s * VIDEO_TOKENS_PER_SEGMENT, feats.shape[-1]).astype(np.float32, copy=False)
 
 
-def _encode_on_device(encode, n: int, segments, batch: int):
-    """CuPy (n, 8, v_dim): encode(device batch) over segments 0..n-1, `batch` per call; a host
-    backend's outputs (ONNX Runtime, torch CPU) are uploaded as they come."""
+def _encode_on_device(backend, n: int, segments, batch: int):
+    """CuPy (n, 8, v_dim): backend.encode_video over segments 0..n-1, `batch` per call. A GPU
+    backend (`device_arrays`) gets device batches; a host backend's (ONNX Runtime, torch CPU)
+    NumPy outputs are uploaded as they come."""
     from .gpu import import_cupy
     cp = import_cupy()
-    outs = [cp.asarray(encode(cp.asarray(segments(range(i, min(i + batch, n)))))) for i in range(0, n, batch)]
+    on_device = getattr(backend, "device_arrays", False)
+    outs = []
+    for i in range(0, n, batch):
+        x = segments(range(i, min(i + batch, n)))
+        outs.append(cp.asarray(backend.encode_video(cp.asarray(x) if on_device else x)))
     return cp.concatenate(outs)

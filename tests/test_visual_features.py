@@ -69,6 +69,8 @@ def test_duration_and_errors(model):
 class _DeviceBackend:
     """Behaves like the GPU backends: device (CuPy) batches in -> device features out."""
 
+    device_arrays = True
+
     def __init__(self, host, cupy) -> None:
         self.host, self.cupy, self.inputs = host, cupy, []
 
@@ -85,13 +87,14 @@ def test_cupy_output_stays_on_device(model, monkeypatch, device_backend):
     frames = rng.integers(0, 256, (43, 224, 224, 3), dtype=np.uint8)
     engine = _engine(model, max_batch=3)
     expected = visual_features(engine, frames)
-    if device_backend:
-        engine.backend = _DeviceBackend(engine.backend, cp)
+    engine.backend = _DeviceBackend(engine.backend, cp)
+    if not device_backend:  # a host backend (ONNX Runtime, torch CPU) is handed NumPy batches
+        engine.backend.device_arrays = False
     feats = visual_features(engine, frames, output="cupy")
     assert isinstance(feats, cp.ndarray) and feats.dtype == np.float32 and feats.shape == expected.shape
     np.testing.assert_allclose(np.asarray(feats), expected, atol=2e-5)
-    if device_backend:  # every batch was handed to the backend already on the device: 4 segments, 3 a call
-        assert engine.backend.inputs == [cp.ndarray, cp.ndarray]
+    # 4 segments, 3 a call: two batches, on the device only for a device backend
+    assert engine.backend.inputs == [cp.ndarray if device_backend else np.ndarray] * 2
 
 
 def test_cupy_output_without_cupy_says_what_to_install(model, monkeypatch):

@@ -6,7 +6,8 @@
 | head           | (B, S*8, v_dim) visual, (B, S*6, a_dim) audio | (B, num_classes)    |
 
 Features are the encoders' own outputs (before vproj/aproj): the projections belong to the head.
-Arrays are NumPy on CPU backends; GPU backends may also accept and return device arrays.
+Arrays are NumPy on CPU backends. GPU backends set `device_arrays = True`: they also accept CuPy
+arrays and then return CuPy arrays (the data stays on the device).
 """
 from __future__ import annotations
 

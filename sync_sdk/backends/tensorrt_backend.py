@@ -86,6 +86,8 @@ class _Engine:
 class TensorRTBackend:
     """Backend protocol over TensorRT engines (stage I/O float32; FP16 inside where built so)."""
 
+    device_arrays = True  # CuPy in -> CuPy out
+
     def __init__(self, engines: dict[str, _Engine], config, precision: str, device: int,
                  runtime=None) -> None:
         self.engines = engines

@@ -32,6 +32,8 @@ class TorchCudaBackend:
     cuda_graphs: capture and replay each input shape (False = eager, for debugging).
     """
 
+    device_arrays = True  # CuPy in -> CuPy out
+
     def __init__(self, model: torch.nn.Module, device: str | int | torch.device = "cuda",
                  precision: str = "fp16", stream=None, cuda_graphs: bool = True) -> None:
         if not torch.cuda.is_available():
