@@ -36,6 +36,25 @@ def test_long_clip_covers_every_window_and_offset():
     assert len(clip.audio) == data.AUDIO_GRID * (clip.n_audio - 1) + data.SEG_SAMPLES
 
 
+def test_event_targets_mark_the_scene_events_in_both_streams():
+    """A visual token (two frames) holding an event's frame scores high, one 5+ frames from every
+    event scores ~0; the same for audio tokens (16 spectrogram frames) around the event's sound."""
+    clip = data.long_clip(5, n_video=16)
+    vt, at = clip.visual_event_targets(), clip.audio_event_targets()
+    assert vt.shape == (16, 8) and at.shape == (clip.n_audio, 6)
+    event_frames = np.round(clip.event_times * data.FPS).astype(int)
+    first = data.FIRST_FRAME + 8 * np.arange(16)[:, None] + 2 * np.arange(8)     # each token's first frame
+    dist = np.min(np.abs(np.stack([first, first + 1], -1)[..., None] - event_frames), axis=(-1, -2))
+    assert (dist == 0).sum() >= 3, "seed 5 has events inside the clip"
+    assert vt[dist == 0].min() > 0.7 and vt[dist >= 5].max() < 0.01
+    # audio token u of grid segment j spans world samples AUDIO_ORIGIN + 640 j + 1600 u + [0, 2560)
+    start = data.AUDIO_ORIGIN + data.AUDIO_GRID * np.arange(clip.n_audio)[:, None] + 1600 * np.arange(6)
+    centre_sec = (start + 1280) / 16000
+    adist = np.min(np.abs(centre_sec[..., None] - clip.event_times), axis=-1)
+    assert at[adist < 0.02].min() > 0.9 and at[adist > 0.3].max() < 0.01
+    assert 0.05 < (at > 0.5).mean() < 0.5
+
+
 def test_metrics_against_brute_force():
     rng = np.random.default_rng(0)
     score, label = rng.random(60).round(1), rng.random(60) < 0.4
@@ -60,6 +79,22 @@ def test_motion_init_sees_change_not_stillness():
     assert torch.allclose(out[:n_diff], torch.zeros(n_diff), atol=1e-5) and out[n_diff:].abs().max() > 0
     flash = torch.cat([still[:, :, :1], still[:, :, :1] + 0.5], 2)  # frame 2 brighter by 0.5
     assert conv(flash).flatten()[:3].sub(8.0).abs().max() < 1e-4  # mean-change channels: 16 * 0.5
+    assert out[-1] == conv(flash).flatten()[-1] == stages.ENERGY_REFERENCE_BIAS  # the constant channel
+
+
+def test_energy_reference_channel_reads_low_where_the_picture_changes():
+    """Backbone tokens (after its LayerNorm): the constant channel is lower in changing patches than
+    in still ones, whichever way the change goes."""
+    model = stages.init_weights(build_model("tiny"), 0)
+    rng = np.random.default_rng(0)
+    still = torch.from_numpy(rng.uniform(-0.5, 0.5, (1, 1, 3, 224, 224)).astype(np.float32)).repeat(1, 16, 1, 1, 1)
+    video = still.clone()
+    video[:, 1::2, :, :, :112] += 0.4    # left half brighter in every second frame
+    video[:, 1::2, :, :112, 112:] -= 0.4  # top right darker
+    with torch.no_grad():
+        ref = model.vfeat_extractor.tokens(video)[0, :, -1].reshape(8, 14, 14)
+    changing, quiet = torch.cat([ref[:, :, :7].flatten(), ref[:, :7, 7:].flatten()]), ref[:, 7:, 7:].flatten()
+    assert changing.max() < quiet.min()
 
 
 def test_stage1_steps_lower_the_contrastive_loss():
@@ -68,7 +103,8 @@ def test_stage1_steps_lower_the_contrastive_loss():
     cfg = ModelConfig.named("tiny")
     model = stages.init_weights(build_model(cfg), 0).train()
     clips = [data.long_clip(s, n_video=15) for s in (101, 102)]
-    bank = stages.ClipBank([stages.visual_tokens(model, c) for c in clips], [c.log_mels() for c in clips])
+    bank = stages.ClipBank([stages.visual_tokens(model, c) for c in clips], [c.log_mels() for c in clips],
+                           [c.visual_event_targets() for c in clips], [c.audio_event_targets() for c in clips])
     tokens, aud, shifted = bank.stage1_batch(np.random.default_rng(0), 2, 14, np.arange(2))
     assert tokens[0].shape == (14, 1568, 64) and aud.shape == (2, 14, 1, 128, 66)
     assert shifted.shape == (2, 14, len(stages.STAGE1_SHIFTS), 1, 128, 66)
@@ -88,6 +124,31 @@ def test_stage1_steps_lower_the_contrastive_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_event_stage_lowers_its_loss_and_scores_events():
+    """Event-detection steps on one fixed batch from a two-clip bank; then the probes rank event
+    tokens of that bank above quiet ones."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.named("tiny")
+    model = stages.init_weights(build_model(cfg), 0).train()
+    clips = [data.long_clip(s, n_video=6) for s in (101, 102)]
+    bank = stages.ClipBank([stages.visual_tokens(model, c) for c in clips], [c.log_mels() for c in clips],
+                           [c.visual_event_targets() for c in clips], [c.audio_event_targets() for c in clips])
+    batch = bank.event_batch(np.random.default_rng(0), np.arange(2), n_clips=2, n_video=6, n_audio=48)
+    assert batch[0].shape == (12, 1568, 64) and batch[1].shape == (12, 8) and batch[2].shape == (96, 1, 128, 66)
+    probes = stages.EventProbes(cfg)
+    opt = torch.optim.AdamW(stages.stage1_parameters(model) + list(probes.parameters()), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = stages.event_loss(model, probes, *batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.75 * losses[0]
+    auc = stages.event_auc(model.eval(), probes, bank, np.arange(2), audio_stride=1)
+    assert auc["visual_event_auc"] > 0.7 and auc["audio_event_auc"] > 0.7
 
 
 def test_head_training_resumes(tmp_path):
@@ -115,6 +176,7 @@ def test_recipe_end_to_end_and_resume(tmp_path):
     log = train(cfg)
     assert set(log["times"]) == {"bank", "stage1", "features", "stage2", "stage3"}
     assert 0.0 <= log["metrics"]["val_acc1"] <= log["metrics"]["val_acc1_pm1"] <= 1.0
+    assert 0.0 <= log["metrics"]["visual_event_auc"] <= 1.0 and 0.0 <= log["metrics"]["audio_event_auc"] <= 1.0
     sync = load_checkpoint(tmp_path / "bundle" / "model.safetensors")
     sab = load_checkpoint(tmp_path / "bundle" / "synchronizability.safetensors")
     assert sync.config == ModelConfig.named("tiny")

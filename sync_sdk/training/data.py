@@ -8,6 +8,12 @@ Long clips for the frozen-encoder stages are encoded once on a grid: visual segm
 audio segment j starts at world sample AUDIO_ORIGIN + 640 j. Window w (grid segments w..w+S-1)
 with offset class c (offset -2 + 0.2 c s) then uses audio segments j = 8 (w + s) + 5 c, exactly the
 audio the runtime would cut from a file whose audio leads its video by that offset.
+
+Event targets (stage 1): per grid token, how close it is to one of the scene's sound-making visual
+moments (a Gaussian of the distance, 1 for a token at an event): visual token t of segment g is
+centred on frame FIRST_FRAME + 8 g + 2 t + 0.5 (its two frames), sigma 1 frame; audio token u of
+audio segment j on world time (AUDIO_ORIGIN + 640 j + 1600 u + 1280) / 16000 s (its 16 spectrogram
+frames at a 10-ms hop), sigma 0.06 s.
 """
 from __future__ import annotations
 
@@ -27,6 +33,9 @@ AUDIO_ORIGIN = FIRST_SAMPLE + MIN_OFFSET_SAMPLES  # world sample of cached audio
 SEG_PER_STEP = STEP_SAMPLES // AUDIO_GRID         # 8 audio-grid steps per segment step
 GRID_PER_CLASS = 3200 // AUDIO_GRID               # 5 audio-grid steps per offset class (0.2 s)
 IN_SYNC_ROW = GRID_PER_CLASS * (NUM_OFFSET_CLASSES - 1) // 2  # audio row of visual segment 0 at offset 0
+FPS = synthetic.FPS
+VISUAL_EVENT_SIGMA_SEC = 1.0 / FPS
+AUDIO_EVENT_SIGMA_SEC = 0.06
 
 
 def video_segments(frames: np.ndarray, first_frames) -> np.ndarray:
@@ -47,13 +56,15 @@ class LongClip:
     """A long synthetic clip for grid encoding.
 
     frames (F, 224, 224, 3) uint8 (world frames 0..F-1); audio float32 starting at world sample
-    AUDIO_ORIGIN; n_video: visual grid segments; n_audio: audio grid segments.
+    AUDIO_ORIGIN; n_video: visual grid segments; n_audio: audio grid segments; event_times: the
+    scene's sound-making visual moments (world seconds).
     """
 
     frames: np.ndarray
     audio: np.ndarray
     n_video: int
     n_audio: int
+    event_times: np.ndarray
 
     def video_firsts(self) -> np.ndarray:
         return FIRST_FRAME + STEP_FRAMES * np.arange(self.n_video)
@@ -67,6 +78,23 @@ class LongClip:
         return np.concatenate([audio_segments(self.audio, firsts[i:i + chunk])
                                for i in range(0, len(firsts), chunk)])
 
+    def visual_event_targets(self) -> np.ndarray:
+        """(n_video, 8) float32 in [0, 1]: closeness of each visual grid token to an event."""
+        centre = (FIRST_FRAME + STEP_FRAMES * np.arange(self.n_video)[:, None] + 2 * np.arange(8) + 0.5) / FPS
+        return _closeness(centre, self.event_times, VISUAL_EVENT_SIGMA_SEC)
+
+    def audio_event_targets(self) -> np.ndarray:
+        """(n_audio, 6) float32 in [0, 1]: closeness of each audio grid token to an event's sound."""
+        centre = (AUDIO_ORIGIN + AUDIO_GRID * np.arange(self.n_audio)[:, None] + 1600 * np.arange(6) + 1280) / 16000
+        return _closeness(centre, self.event_times, AUDIO_EVENT_SIGMA_SEC)
+
+
+def _closeness(centre: np.ndarray, events: np.ndarray, sigma: float) -> np.ndarray:
+    if len(events) == 0:
+        return np.zeros(centre.shape, np.float32)
+    d = np.min(np.abs(centre[..., None] - np.asarray(events)), axis=-1)
+    return np.exp(-0.5 * (d / sigma) ** 2).astype(np.float32)
+
 
 def long_clip(seed: int, n_video: int) -> LongClip:
     """Render the clip holding `n_video` visual grid segments and every audio segment any window of
@@ -77,7 +105,8 @@ def long_clip(seed: int, n_video: int) -> LongClip:
     span_end = (AUDIO_ORIGIN + n_samples) / 16000 + 0.5
     scene = synthetic.make_scene(seed, AUDIO_ORIGIN / 16000 - 0.5, span_end)
     return LongClip(frames=scene.frames(0, n_frames, crop=CROP_SIZE),
-                    audio=scene.audio(AUDIO_ORIGIN, n_samples), n_video=n_video, n_audio=n_audio)
+                    audio=scene.audio(AUDIO_ORIGIN, n_samples), n_video=n_video, n_audio=n_audio,
+                    event_times=np.array([e.time_sec for e in scene.events], dtype=np.float64))
 
 
 def in_sync_rows(g: np.ndarray, shifts: np.ndarray) -> np.ndarray:

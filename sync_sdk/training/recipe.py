@@ -1,8 +1,9 @@
 """The whole recipe: clip bank -> stage 1 -> grid features -> stage 2 -> stage 3, resumable.
 
 Run folder:
-  bank/clip_XXXXX.npz       per long clip: frozen-backbone tokens (float16) and audio-grid log-mels
-  stage1.safetensors        model after contrastive pre-training (head untrained)
+  bank/clip_XXXXX.npz       per long clip: frozen-backbone tokens (float16), audio-grid log-mels and
+                            the event targets of both streams' tokens
+  stage1.safetensors        model after stage 1 (event detection + contrastive; head untrained)
   model.safetensors         sync model (stage 2): 21-way offset head
   synchronizability.safetensors  synchronizability model (stage 3): 2-way head, 13 segments
   <stage>.state.pt          optimizer / step / history for resuming
@@ -29,8 +30,8 @@ from .data import long_clip
 from .loop import Schedule, plot_losses, train_stage
 from .losses import classification, info_nce
 from .metrics import offset_accuracy, roc_auc, sync_accuracy
-from .stages import (ClipBank, GridFeatureSet, SegmentProjector, freeze_encoders, grid_features, head_parameters,
-                     init_weights, stage1_embed, stage1_parameters, visual_tokens)
+from .stages import (ClipBank, EventProbes, GridFeatureSet, SegmentProjector, event_auc, event_loss, freeze_encoders,
+                     grid_features, head_parameters, init_weights, stage1_embed, stage1_parameters, visual_tokens)
 
 SEED_STRIDE = 10_000_000  # training clip seeds: SEED_STRIDE * (seed + 1) + BANK_SEEDS + index
 BANK_SEEDS = 1_000_000
@@ -50,6 +51,7 @@ class TrainConfig:
     stage1_steps: int = 400
     stage1_batch: int = 4          # windows of 14 segments per step
     stage1_lr: float = 1e-3
+    stage1_contrastive_weight: float = 1.0  # InfoNCE's weight beside the event-detection loss
     stage2_steps: int = 3000
     stage2_batch: int = 64
     stage2_lr: float = 1e-3
@@ -78,40 +80,53 @@ def build_bank(cfg: TrainConfig, model: torch.nn.Module, run: Path) -> ClipBank:
         raise RuntimeError(f"{bank} holds tokens of another visual backbone; delete it to rebuild")
     stamp.write_text(digest)
     base = SEED_STRIDE * (cfg.seed + 1) + BANK_SEEDS
-    tokens, mels = [], []
+    arrays = {"tokens": [], "mels": [], "vtargets": [], "atargets": []}
     for i in tqdm(range(cfg.clips), desc="bank", mininterval=5.0):
         path = bank / f"clip_{i:05d}.npz"
         if not path.exists():
             clip = long_clip(base + i, cfg.clip_segments)
             tmp = path.with_name(f".{path.stem}.tmp.npz")
-            np.savez(tmp, tokens=visual_tokens(model, clip).numpy(), mels=clip.log_mels())
+            np.savez(tmp, tokens=visual_tokens(model, clip).numpy(), mels=clip.log_mels(),
+                     vtargets=clip.visual_event_targets(), atargets=clip.audio_event_targets())
             tmp.replace(path)
         with np.load(path) as z:
-            tokens.append(torch.from_numpy(z["tokens"]))
-            mels.append(z["mels"])
-    return ClipBank(tokens, mels)
+            for key, values in arrays.items():
+                values.append(z[key])
+    return ClipBank([torch.from_numpy(t) for t in arrays["tokens"]], arrays["mels"], arrays["vtargets"],
+                    arrays["atargets"])
 
 
-def run_stage1(cfg: TrainConfig, model: torch.nn.Module, bank: ClipBank, run: Path) -> list[dict]:
+def run_stage1(cfg: TrainConfig, model: torch.nn.Module, bank: ClipBank, run: Path
+               ) -> tuple[list[dict], dict[str, float]]:
+    """Stage 1; returns its history and the event probes' AUCs on the validation clips."""
     n_seg = model.config.n_segments
     proj = SegmentProjector(model.config)
+    probes = EventProbes(model.config)
     torch.manual_seed(cfg.seed)
     train_clips = np.arange(cfg.val_clips, len(bank))
 
     def step(i: int):
         rng = np.random.default_rng([cfg.seed, 1, i])
-        tokens, aud, shifted = bank.stage1_batch(rng, cfg.stage1_batch, n_seg, train_clips)
-        v, a, a_extra = stage1_embed(model, proj, tokens, aud, shifted)
-        loss = info_nce(v, a, proj.logit_scale, a_extra)
-        with torch.no_grad():
-            acc = float((v @ a.t()).argmax(1).eq(torch.arange(len(v))).float().mean())
-        return loss, {"retrieval": acc}
+        events = event_loss(model, probes, *bank.event_batch(rng, train_clips))
+        metrics = {"event": events.item()}
+        loss = events
+        if cfg.stage1_contrastive_weight > 0:
+            tokens, aud, shifted = bank.stage1_batch(rng, cfg.stage1_batch, n_seg, train_clips)
+            v, a, a_extra = stage1_embed(model, proj, tokens, aud, shifted)
+            contrastive = info_nce(v, a, proj.logit_scale, a_extra)
+            loss = loss + cfg.stage1_contrastive_weight * contrastive
+            with torch.no_grad():
+                metrics.update(contrastive=contrastive.item(),
+                               retrieval=float((v @ a.t()).argmax(1).eq(torch.arange(len(v))).float().mean()))
+        return loss, metrics
 
     save = lambda: save_checkpoint(run / "stage1.safetensors", _state_dict(model), model.config)  # noqa: E731
-    params = stage1_parameters(model) + list(proj.parameters())
-    return train_stage("stage1", run, {"model": model, "proj": proj}, params,
-                       Schedule(cfg.stage1_steps, cfg.stage1_lr, warmup=min(20, cfg.stage1_steps // 5 + 1),
-                                save_every=50), step, save)
+    params = stage1_parameters(model) + list(proj.parameters()) + list(probes.parameters())
+    history = train_stage("stage1", run, {"model": model, "proj": proj, "probes": probes}, params,
+                          Schedule(cfg.stage1_steps, cfg.stage1_lr, warmup=min(20, cfg.stage1_steps // 5 + 1),
+                                   save_every=50), step, save)
+    model.eval()
+    return history, event_auc(model, probes, bank, np.arange(cfg.val_clips))
 
 
 def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, run: Path) -> list[dict]:
@@ -196,7 +211,7 @@ def train(cfg: TrainConfig) -> dict:
 
     model = init_weights(build_model(cfg.model_config()), cfg.seed)
     bank = timed("bank", lambda: build_bank(cfg, model, run))
-    histories["stage1"] = timed("stage1", lambda: run_stage1(cfg, model, bank, run))
+    histories["stage1"], stage1_metrics = timed("stage1", lambda: run_stage1(cfg, model, bank, run))
     freeze_encoders(model)
     feats = timed("features", lambda: grid_features(model, bank))
     del bank
@@ -204,7 +219,7 @@ def train(cfg: TrainConfig) -> dict:
     sab = freeze_encoders(syncability_model(model, cfg.seed))
     histories["stage3"] = timed("stage3", lambda: run_stage3(cfg, sab, feats, run))
     plot_losses(histories, run / "loss_curve.png")
-    metrics = validate(model, sab, feats, np.arange(cfg.val_clips), cfg.seed)
+    metrics = {**stage1_metrics, **validate(model, sab, feats, np.arange(cfg.val_clips), cfg.seed)}
     final = {k: histories[k][-1] for k in histories if histories[k]}
     log = {"config": {k: v for k, v in asdict(cfg).items() if k != "times"}, "times": times,
            "total_sec": sum(times.values()), "metrics": metrics, "final_step": final,

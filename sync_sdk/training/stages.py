@@ -5,12 +5,16 @@ visual backbone (tubelet embedding + divided space-time blocks + final norm), wh
 motion-sensitive initialisation kept frozen (the CPU budget allows no backbone backward pass), and
 every audio grid segment's log-mel is computed once (`ClipBank`).
 
-Stage 1: segment-level contrastive pre-training of both encoders: the whole audio encoder and the
-  visual encoder's spatial aggregation layer. A batch holds B windows of S consecutive segments;
-  each segment's visual tokens (8, Dv) and audio tokens (6, Da) are flattened and projected to a
-  shared space; the positive of a visual segment is its own audio segment, every other segment in
-  the batch (the same video's and other videos') is a negative, and so is its own audio displaced
-  by a few tenths of a second (hard negatives); symmetric InfoNCE.
+Stage 1: pre-training of both encoders: the whole audio encoder and the visual encoder's spatial
+  aggregation layer, on two objectives added together.
+  - Event detection: a linear probe per stream reads each token (visual (8, Dv) per segment, audio
+    (6, Da)) and is trained with binary cross-entropy against the token's closeness to one of the
+    scene's sound-making moments (`LongClip.*_event_targets`, known from the generator).
+  - Segment-level contrastive (the paper's): a batch holds B windows of S consecutive segments;
+    each segment's visual and audio tokens are flattened and projected to a shared space; the
+    positive of a visual segment is its own audio segment, every other segment in the batch (the
+    same video's and other videos') is a negative, and so is its own audio displaced by a few
+    tenths of a second (hard negatives); symmetric InfoNCE.
 Stage 2: encoders frozen; grid features are cached (`GridFeatureSet`) and the head (projections +
   GlobalTransformer + off_head) learns 21-class offset classification, offsets drawn from the grid.
 Stage 3: the synchronizability model (2-class head, 13 segments) starts from the stage-2 head and
@@ -27,6 +31,8 @@ from ..grid import NUM_OFFSET_CLASSES
 from .data import LongClip, in_sync_rows, video_segments, window_indices
 
 PATCHES = 196  # 14 x 14 spatial tokens per temporal slot
+ENERGY_REFERENCE_BIAS = 2.0  # the tubelet embedding's last channel: a constant (see motion_init_)
+EVENT_POS_WEIGHT = 4.0  # event tokens are rare (~10 % visual, ~16 % audio): weight them up
 STAGE1_SHIFTS = (-12, -5, 5, 12)  # hard-negative audio displacements, in 0.04-s audio-grid steps
 
 
@@ -51,7 +57,12 @@ def motion_init_(conv: nn.Conv3d, gen: torch.Generator, diff_fraction: float = 0
                  appearance_gain: float = 0.1) -> None:
     """Tubelet embedding (D, 3, 2, 16, 16) as frame-difference filters (the first diff_fraction of
     the channels: unit-norm spatial patterns applied to frame 2t+1 minus frame 2t; the first three
-    measure each colour's mean change) and weak appearance filters (the rest, on both frames)."""
+    measure each colour's mean change), weak appearance filters (the rest, on both frames) and, in
+    the last channel, a constant (zero weights, bias ENERGY_REFERENCE_BIAS). After the backbone's
+    LayerNorm that constant reads large for a still patch and small for a changing one: how much a
+    patch changes, whatever the sign of the change, becomes linear in the token, so the spatial
+    aggregation can find the moving patches (without it a linear probe on the aggregated features
+    finds no events: test AUC 0.52 against 0.84 with it, measured on held-out synthetic clips)."""
     d = conv.weight.shape[0]
     n_diff = int(d * diff_fraction)
     p = torch.randn((d, 3, *conv.weight.shape[3:]), generator=gen)
@@ -62,8 +73,10 @@ def motion_init_(conv: nn.Conv3d, gen: torch.Generator, diff_fraction: float = 0
     w = torch.empty_like(conv.weight)
     w[:n_diff, :, 0], w[:n_diff, :, 1] = -p[:n_diff], p[:n_diff]
     w[n_diff:, :, 0] = w[n_diff:, :, 1] = appearance_gain * p[n_diff:]
+    w[-1] = 0
     conv.weight.copy_(w)
     conv.bias.zero_()
+    conv.bias[-1] = ENERGY_REFERENCE_BIAS
 
 
 @torch.no_grad()
@@ -83,14 +96,29 @@ def aggregate(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 class ClipBank:
-    """Per long clip: backbone tokens (G, 1568, Dv) float16 and log-mels of every audio grid
-    segment (J, 1, 128, 66) float32 (the same G, J for every clip)."""
+    """Per long clip: backbone tokens (G, 1568, Dv) float16, log-mels of every audio grid segment
+    (J, 1, 128, 66) float32 and event targets of their tokens, visual (G, 8) and audio (J, 6) (the
+    same G, J for every clip)."""
 
-    def __init__(self, tokens: list[torch.Tensor], mels: list[np.ndarray]) -> None:
-        self.tokens, self.mels = tokens, mels
+    def __init__(self, tokens: list[torch.Tensor], mels: list[np.ndarray], vtargets: list[np.ndarray],
+                 atargets: list[np.ndarray]) -> None:
+        self.tokens, self.mels, self.vtargets, self.atargets = tokens, mels, vtargets, atargets
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def event_batch(self, rng: np.random.Generator, clips: np.ndarray, n_clips: int = 4, n_video: int = 4,
+                    n_audio: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random grid segments of n_clips clips (from `clips`): backbone tokens (n_clips*n_video,
+        1568, Dv), their targets (n_clips*n_video, 8), log-mels (n_clips*n_audio, 1, 128, 66) and
+        targets (n_clips*n_audio, 6)."""
+        m = rng.choice(clips, n_clips)
+        g = [rng.integers(0, len(self.tokens[k]), n_video) for k in m]
+        j = [rng.integers(0, len(self.mels[k]), n_audio) for k in m]
+        return (torch.cat([self.tokens[k][gi] for k, gi in zip(m, g)]),
+                torch.from_numpy(np.concatenate([self.vtargets[k][gi] for k, gi in zip(m, g)])),
+                torch.from_numpy(np.concatenate([self.mels[k][ji] for k, ji in zip(m, j)])),
+                torch.from_numpy(np.concatenate([self.atargets[k][ji] for k, ji in zip(m, j)])))
 
     def stage1_batch(self, rng: np.random.Generator, batch: int, n_segments: int, clips: np.ndarray,
                      shifts=STAGE1_SHIFTS) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -133,6 +161,44 @@ class SegmentProjector(nn.Module):
         unit = nn.functional.normalize
         return (unit(self.v(v), dim=-1), unit(a[: b * s], dim=-1),
                 unit(a[b * s:], dim=-1).reshape(b * s, k, -1))
+
+
+class EventProbes(nn.Module):
+    """Stage-1 event heads: a linear read-out per token, visual (.., Dv) -> (..), audio (.., Da) -> (..)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.v = nn.Linear(config.v_dim, 1)
+        self.a = nn.Linear(config.a_dim, 1)
+
+
+def event_loss(model: nn.Module, probes: EventProbes, tokens: torch.Tensor, vtarget: torch.Tensor,
+               mels: torch.Tensor, atarget: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the probes on visual tokens (from backbone tokens (N, 1568, Dv),
+    targets (N, 8)) plus on audio tokens (log-mels (M, 1, 128, 66), targets (M, 6))."""
+    bce = nn.functional.binary_cross_entropy_with_logits
+    w = torch.tensor(EVENT_POS_WEIGHT)
+    lv = bce(probes.v(aggregate(model, tokens)).squeeze(-1), vtarget, pos_weight=w)
+    la = bce(probes.a(model.encode_audio(mels)).squeeze(-1), atarget, pos_weight=w)
+    return lv + la
+
+
+@torch.no_grad()
+def event_auc(model: nn.Module, probes: EventProbes, bank: ClipBank, clips: np.ndarray,
+              audio_stride: int = 4) -> dict[str, float]:
+    """ROC AUC of the probes' scores for event tokens (target > 0.5) against tokens away from any
+    event (target < 0.1), over every visual token and every `audio_stride`-th audio segment of `clips`."""
+    from .metrics import roc_auc
+    out = {}
+    for name, score, target in (
+            ("visual", lambda k: probes.v(aggregate(model, bank.tokens[k])).squeeze(-1), bank.vtargets),
+            ("audio", lambda k: probes.a(model.encode_audio(torch.from_numpy(bank.mels[k][::audio_stride]))).squeeze(-1),
+             [t[::audio_stride] for t in bank.atargets])):
+        s = np.concatenate([score(k).numpy().ravel() for k in clips])
+        t = np.concatenate([target[k].ravel() for k in clips])
+        keep = (t > 0.5) | (t < 0.1)
+        out[f"{name}_event_auc"] = roc_auc(s[keep], t[keep] > 0.5)
+    return out
 
 
 def stage1_embed(model: nn.Module, proj: SegmentProjector, tokens: list[torch.Tensor], aud: torch.Tensor,
