@@ -151,6 +151,40 @@ def test_event_stage_lowers_its_loss_and_scores_events():
     assert auc["visual_event_auc"] > 0.7 and auc["audio_event_auc"] > 0.7
 
 
+def test_curriculum_starts_coarse_and_ends_with_every_class():
+    assert stages.curriculum_classes(0, 1000).tolist() == [0, 20]
+    assert stages.curriculum_classes(400, 1000).tolist() == [0, 5, 10, 15, 20]
+    assert stages.curriculum_classes(999, 1000).tolist() == list(range(21))
+    sizes = [len(stages.curriculum_classes(i, 100)) for i in range(100)]
+    assert sizes == sorted(sizes)
+
+
+def test_init_head_codes_time_and_fades_clip_constants():
+    """Visual and audio tokens of the same moment get the same time code; the fitted projection
+    keeps a feature's within-clip variation and drops what is constant per clip."""
+    model = stages.init_weights(build_model("tiny"), 0)
+    rng = np.random.default_rng(0)
+    m, g, j = 12, 20, 30
+    event_dir = rng.standard_normal(64)
+    clip_const = rng.standard_normal((m, 1, 1, 64)) * 5                     # large, per clip
+    vfeat = clip_const + rng.standard_normal((m, g, 8, 1)) * event_dir + 0.05 * rng.standard_normal((m, g, 8, 64))
+    afeat = rng.standard_normal((m, j, 6, 48))
+    stages.init_head_(model, torch.tensor(vfeat, dtype=torch.float32), torch.tensor(afeat, dtype=torch.float32))
+    tv, ta = stages.head_token_times(14)
+    pos = model.transformer.pos_emb_cfg.pos_emb.detach()[0, :, :stages.HEAD_TIME_COLUMNS]
+    gap = np.abs(tv[:, None] - ta[None, :])                                # (112, 84) seconds apart
+    dist = torch.cdist(pos[1:1 + len(tv)], pos[2 + len(tv):]).numpy()      # distance of their codes
+    assert (gap < 0.02).sum() > 10
+    assert dist[gap < 0.02].max() < 0.5 < 1.0 < dist[gap > 0.5].min()
+    with torch.no_grad():
+        out = model.vproj(torch.tensor(vfeat.reshape(-1, 64), dtype=torch.float32)).reshape(m, -1, 32).double()
+    assert torch.allclose(out[..., -1], torch.full_like(out[..., -1], stages.HEAD_REFERENCE_BIAS), atol=1e-4)
+    top = out[..., 0]
+    within = (top - top.mean(1, keepdim=True)).std()
+    between = top.mean(1).std()
+    assert within > 20 * between   # the event direction survives, the clip constant does not
+
+
 def test_head_training_resumes(tmp_path):
     """train_stage: the loss falls on a fixed batch; a second call continues from the saved step."""
     torch.manual_seed(0)

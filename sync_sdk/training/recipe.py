@@ -30,8 +30,9 @@ from .data import long_clip
 from .loop import Schedule, plot_losses, train_stage
 from .losses import classification, info_nce
 from .metrics import offset_accuracy, roc_auc, sync_accuracy
-from .stages import (ClipBank, EventProbes, GridFeatureSet, SegmentProjector, event_auc, event_loss, freeze_encoders,
-                     grid_features, head_parameters, init_weights, stage1_embed, stage1_parameters, visual_tokens)
+from .stages import (ClipBank, EventProbes, GridFeatureSet, SegmentProjector, curriculum_classes, event_auc, event_loss,
+                     freeze_encoders, grid_features, head_parameters, init_head_, init_weights, stage1_embed,
+                     stage1_parameters, visual_tokens)
 
 SEED_STRIDE = 10_000_000  # training clip seeds: SEED_STRIDE * (seed + 1) + BANK_SEEDS + index
 BANK_SEEDS = 1_000_000
@@ -132,10 +133,12 @@ def run_stage1(cfg: TrainConfig, model: torch.nn.Module, bank: ClipBank, run: Pa
 def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, run: Path) -> list[dict]:
     train_clips = np.arange(cfg.val_clips, len(feats))
     n_seg = model.config.n_segments
+    init_head_(model, feats.vfeat[train_clips], feats.afeat[train_clips])  # a resumed run loads its state over it
 
     def step(i: int):
         rng = np.random.default_rng([cfg.seed, 2, i])
-        v, a, target = feats.sample_offsets(rng, cfg.stage2_batch, n_seg, train_clips)
+        classes = curriculum_classes(i, cfg.stage2_steps)
+        v, a, target = feats.sample_offsets(rng, cfg.stage2_batch, n_seg, train_clips, classes)
         loss, acc = classification(model.head(v, a), target)
         return loss, {"acc": acc}
 

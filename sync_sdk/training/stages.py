@@ -17,6 +17,9 @@ Stage 1: pre-training of both encoders: the whole audio encoder and the visual e
     tenths of a second (hard negatives); symmetric InfoNCE.
 Stage 2: encoders frozen; grid features are cached (`GridFeatureSet`) and the head (projections +
   GlobalTransformer + off_head) learns 21-class offset classification, offsets drawn from the grid.
+  It starts from `init_head_` (a time code in the positional table, input projections fitted to the
+  features) and follows `curriculum_classes` (+-2 s first, all 21 classes from 65 % of the steps):
+  from a plain start its loss stays at log 21.
 Stage 3: the synchronizability model (2-class head, 13 segments) starts from the stage-2 head and
   learns "some content overlap" (same clip, any grid offset) vs none (audio of another clip).
 """
@@ -32,6 +35,8 @@ from .data import LongClip, in_sync_rows, video_segments, window_indices
 
 PATCHES = 196  # 14 x 14 spatial tokens per temporal slot
 ENERGY_REFERENCE_BIAS = 2.0  # the tubelet embedding's last channel: a constant (see motion_init_)
+HEAD_TIME_COLUMNS = 16  # columns of the head's positional table that init_head_ sets to a time code
+HEAD_REFERENCE_BIAS = 3.0  # a constant output of each input projection (see projection_init_)
 EVENT_POS_WEIGHT = 4.0  # event tokens are rare (~10 % visual, ~16 % audio): weight them up
 STAGE1_SHIFTS = (-12, -5, 5, 12)  # hard-negative audio displacements, in 0.04-s audio-grid steps
 
@@ -243,13 +248,13 @@ class GridFeatureSet:
         a = self.afeat[torch.from_numpy(am)[:, None], torch.from_numpy(j)]
         return v.flatten(1, 2), a.flatten(1, 2)
 
-    def sample_offsets(self, rng: np.random.Generator, batch: int, n_segments: int,
-                       clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stage-2 batch: random clips (from `clips`), window starts and offset classes ->
-        (vfeat, afeat, target class (B,))."""
+    def sample_offsets(self, rng: np.random.Generator, batch: int, n_segments: int, clips: np.ndarray,
+                       classes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage-2 batch: random clips (from `clips`), window starts and offset classes (from
+        `classes`, default all 21) -> (vfeat, afeat, target class (B,))."""
         m = rng.choice(clips, batch)
         w = rng.integers(0, self.vfeat.shape[1] - n_segments + 1, batch)
-        c = rng.integers(0, NUM_OFFSET_CLASSES, batch)
+        c = rng.choice(np.arange(NUM_OFFSET_CLASSES) if classes is None else np.asarray(classes), batch)
         v, a = self.windows(m, w, c, n_segments)
         return v, a, torch.from_numpy(c)
 
@@ -269,6 +274,76 @@ class GridFeatureSet:
         am = np.where(target == 1, m, other)
         v, a = self.windows(m, w, c, n_segments, audio_clip=am)
         return v, a, torch.from_numpy(target)
+
+
+def head_token_times(n_segments: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre times (s, from the window's first frame) of the head's visual tokens (S*8,) - token t
+    of segment s holds frames 8s+2t, 8s+2t+1 - and audio tokens (S*6,) - token u spans spectrogram
+    frames 10u..10u+15 of segment s, at 100 per second."""
+    seg = 0.32 * np.arange(n_segments)[:, None]
+    return (seg + 0.08 * np.arange(VIDEO_TOKENS_PER_SEGMENT) + 0.04).ravel(), \
+        (seg + 0.1 * np.arange(AUDIO_TOKENS_PER_SEGMENT) + 0.075).ravel()
+
+
+def time_code(times: np.ndarray, columns: int = HEAD_TIME_COLUMNS) -> torch.Tensor:
+    """(N,) seconds -> (N, columns): sin and cos at columns/2 periods log-spaced over 0.3-12 s."""
+    omega = 2 * np.pi / np.logspace(np.log10(0.3), np.log10(12.0), columns // 2)
+    arg = np.asarray(times, np.float64)[:, None] * omega
+    return torch.from_numpy(np.concatenate([np.sin(arg), np.cos(arg)], 1)).float()
+
+
+@torch.no_grad()
+def projection_init_(linear: nn.Linear, feats: torch.Tensor) -> None:
+    """Fit a head input projection (vproj / aproj) to grid features (M, T, k, D) of M clips.
+
+    Rows: the directions where a feature varies most over time inside a clip relative to how it
+    varies between clips (generalised eigenvectors), scaled to unit within-clip variance and then by
+    that ratio squared, so clip-constant directions (a background) fade out. The last row is a
+    constant HEAD_REFERENCE_BIAS so the LayerNorm after the projection keeps magnitudes (a quiet
+    token stays small instead of being blown up to unit variance). Without this a fresh head does
+    not learn even where a single event sits in the window.
+    """
+    x = feats.reshape(feats.shape[0], -1, feats.shape[-1]).double()
+    clip_mean = x.mean(1, keepdim=True)
+    d = x - clip_mean
+    within = torch.einsum("mtd,mte->de", d, d) / (d.shape[0] * d.shape[1])
+    c = clip_mean[:, 0] - clip_mean[:, 0].mean(0)
+    total = within + c.t() @ c / len(c) + 1e-8 * torch.eye(len(within), dtype=torch.float64)
+    ev, evec = torch.linalg.eigh(total)
+    t_isqrt = evec @ torch.diag(ev.clamp_min(1e-12).rsqrt()) @ evec.t()
+    ratio, u = torch.linalg.eigh(t_isqrt @ within @ t_isqrt)         # within v = ratio total v
+    n_out = linear.weight.shape[0]
+    rows = (t_isqrt @ u).t().flip(0)[:n_out]
+    rows /= (rows @ within @ rows.t()).diag().clamp_min(1e-12).sqrt()[:, None]
+    rows *= ratio.flip(0)[:n_out, None].clamp(0, 1) ** 2
+    rows[-1] = 0
+    bias = -(rows @ x.reshape(-1, x.shape[-1]).mean(0))
+    bias[-1] = HEAD_REFERENCE_BIAS
+    linear.weight.copy_(rows.float())
+    linear.bias.copy_(bias.float())
+
+
+@torch.no_grad()
+def init_head_(model: nn.Module, vfeat: torch.Tensor, afeat: torch.Tensor) -> None:
+    """Stage-2 start: the first HEAD_TIME_COLUMNS columns of the head's positional table get the
+    time code of each token's moment - the same code for the visual and audio tokens of one moment -
+    and vproj / aproj are fitted to training grid features vfeat (M, G, 8, Dv), afeat (M, J, 6, Da)."""
+    tv, ta = head_token_times(model.config.n_segments)
+    pos = model.transformer.pos_emb_cfg.pos_emb
+    pos[0, 1:1 + len(tv), :HEAD_TIME_COLUMNS] = time_code(tv)
+    pos[0, 2 + len(tv):2 + len(tv) + len(ta), :HEAD_TIME_COLUMNS] = time_code(ta)
+    projection_init_(model.vproj, vfeat)
+    projection_init_(model.aproj, afeat)
+
+
+CURRICULUM = ((0.2, (0, 20)), (0.35, (0, 10, 20)), (0.5, (0, 5, 10, 15, 20)), (0.65, tuple(range(0, 21, 2))))
+
+
+def curriculum_classes(step: int, steps: int) -> np.ndarray:
+    """Offset classes stage 2 draws at `step` of `steps`: +-2 s, then every 2 s, 1 s, 0.4 s; all 21
+    from 65 % of the steps on."""
+    frac = step / max(1, steps)
+    return np.array(next((p for edge, p in CURRICULUM if frac < edge), tuple(range(NUM_OFFSET_CLASSES))))
 
 
 def stage1_parameters(model: nn.Module) -> list[nn.Parameter]:
