@@ -1,5 +1,5 @@
-"""Train Synchformer on synthetic sparse-cue clips: stage 1 (contrastive encoders), stage 2 (offset
-head), stage 3 (synchronizability head). Resumable: re-run the same command to continue.
+"""Train Synchformer on synthetic sparse-cue clips: stage 1 (encoders: event detection + contrastive),
+stage 2 (offset head), stage 3 (synchronizability head). Resumable: re-run the same command to continue.
 
     nohup nice python export/train.py --run-dir runs/synthetic-tiny --model tiny --seed 0 \
         --bundle sync_sdk/models/synthetic-tiny > train.log 2>&1 &
