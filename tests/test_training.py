@@ -97,14 +97,18 @@ def test_energy_reference_channel_reads_low_where_the_picture_changes():
     assert changing.max() < quiet.min()
 
 
+def _bank(model, clips: list) -> stages.ClipBank:
+    return stages.ClipBank([stages.visual_tokens(model, c) for c in clips], [c.log_mels() for c in clips],
+                           [c.visual_event_targets() for c in clips], [c.audio_event_targets() for c in clips])
+
+
 def test_stage1_steps_lower_the_contrastive_loss():
     """Contrastive steps on one fixed batch of real synthetic windows from a two-clip bank."""
     torch.manual_seed(0)
     cfg = ModelConfig.named("tiny")
     model = stages.init_weights(build_model(cfg), 0).train()
     clips = [data.long_clip(s, n_video=15) for s in (101, 102)]
-    bank = stages.ClipBank([stages.visual_tokens(model, c) for c in clips], [c.log_mels() for c in clips],
-                           [c.visual_event_targets() for c in clips], [c.audio_event_targets() for c in clips])
+    bank = _bank(model, clips)
     tokens, aud, shifted = bank.stage1_batch(np.random.default_rng(0), 2, 14, np.arange(2))
     assert tokens[0].shape == (14, 1568, 64) and aud.shape == (2, 14, 1, 128, 66)
     assert shifted.shape == (2, 14, len(stages.STAGE1_SHIFTS), 1, 128, 66)
@@ -133,8 +137,7 @@ def test_event_stage_lowers_its_loss_and_scores_events():
     cfg = ModelConfig.named("tiny")
     model = stages.init_weights(build_model(cfg), 0).train()
     clips = [data.long_clip(s, n_video=6) for s in (101, 102)]
-    bank = stages.ClipBank([stages.visual_tokens(model, c) for c in clips], [c.log_mels() for c in clips],
-                           [c.visual_event_targets() for c in clips], [c.audio_event_targets() for c in clips])
+    bank = _bank(model, clips)
     batch = bank.event_batch(np.random.default_rng(0), np.arange(2), n_clips=2, n_video=6, n_audio=48)
     assert batch[0].shape == (12, 1568, 64) and batch[1].shape == (12, 8) and batch[2].shape == (96, 1, 128, 66)
     probes = stages.EventProbes(cfg)
