@@ -247,17 +247,21 @@ def test_download_failure_names_the_offline_model(monkeypatch):
     assert "24-01-04T16-39-21" in str(e.value)
 
 
-def test_runtime_modules_import_without_torch():
+def _run_without_torch(code: str) -> None:
+    """Run `code` in a fresh interpreter where torch cannot be imported; it must not import torch."""
     import subprocess
     import sys
     from pathlib import Path
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from sync_sdk import SyncEngine, SyncResult, SyncStream, Timeline\n"
-            "import sync_sdk.cli, sync_sdk.batch, sync_sdk.plots, sync_sdk.scanning, sync_sdk.loading\n"
-            "assert 'torch' not in {k for k, v in sys.modules.items() if v is not None}\n")
+    code = ("import sys; sys.modules['torch'] = None\n" + code
+            + "assert 'torch' not in {k for k, v in sys.modules.items() if v is not None}\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_runtime_modules_import_without_torch():
+    _run_without_torch("from sync_sdk import SyncEngine, SyncResult, SyncStream, Timeline\n"
+                       "import sync_sdk.cli, sync_sdk.batch, sync_sdk.plots, sync_sdk.scanning, sync_sdk.loading\n")
 
 
 # ------------------------------------------------------------------------------- bundled model
@@ -283,16 +287,8 @@ def test_bundled_model_runs_onnxruntime_and_matches_torch(clip):
 
 @needs_bundled
 def test_bundled_model_predicts_without_torch():
-    import subprocess
-    import sys
-    from pathlib import Path
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from sync_sdk import SyncEngine\n"
-            "from sync_sdk.synthetic import generate_clip\n"
-            "c = generate_clip(1, offset_sec=0.4, duration_sec=5.2)\n"
-            "r = SyncEngine.from_pretrained('synthetic-tiny').predict((c.frames, 25, c.audio, 16000))\n"
-            "assert r.probs.shape == (21,)\n"
-            "assert 'torch' not in {k for k, v in sys.modules.items() if v is not None}\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    _run_without_torch("from sync_sdk import SyncEngine\n"
+                       "from sync_sdk.synthetic import generate_clip\n"
+                       "c = generate_clip(1, offset_sec=0.4, duration_sec=5.2)\n"
+                       "r = SyncEngine.from_pretrained('synthetic-tiny').predict((c.frames, 25, c.audio, 16000))\n"
+                       "assert r.probs.shape == (21,)\n")
