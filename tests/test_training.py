@@ -188,6 +188,19 @@ def test_init_head_codes_time_and_fades_clip_constants():
     assert within > 20 * between   # the event direction survives, the clip constant does not
 
 
+def test_projection_init_wider_than_the_features():
+    """A head wider than the features (64 > 48): as many fitted rows as feature dimensions, the
+    rest zero, and the last row still the constant reference."""
+    lin = torch.nn.Linear(48, 64)
+    feats = torch.randn(6, 20, 6, 48) + 3 * torch.randn(6, 1, 1, 48)
+    stages.projection_init_(lin, feats)
+    w = lin.weight.detach()
+    assert (w[:48].norm(dim=1) > 0).all() and (w[48:].abs().max() == 0)
+    out = lin(feats.reshape(-1, 48)).detach()
+    assert torch.allclose(out[:, -1], torch.full_like(out[:, -1], stages.HEAD_REFERENCE_BIAS))
+    assert out[:, 48:-1].abs().max() == 0
+
+
 def test_head_training_resumes(tmp_path):
     """train_stage: the loss falls on a fixed batch; a second call continues from the saved step."""
     torch.manual_seed(0)

@@ -314,10 +314,11 @@ def projection_init_(linear: nn.Linear, feats: torch.Tensor) -> None:
     t_isqrt = evec @ torch.diag(ev.clamp_min(1e-12).rsqrt()) @ evec.t()
     ratio, u = torch.linalg.eigh(t_isqrt @ within @ t_isqrt)         # within v = ratio total v
     n_out = linear.weight.shape[0]
-    rows = (t_isqrt @ u).t().flip(0)[:n_out]
-    rows /= (rows @ within @ rows.t()).diag().clamp_min(1e-12).sqrt()[:, None]
-    rows *= ratio.flip(0)[:n_out, None].clamp(0, 1) ** 2
-    rows[-1] = 0
+    n_fit = min(n_out - 1, len(within))                              # the last row is the constant
+    rows = torch.zeros(n_out, len(within), dtype=torch.float64)
+    rows[:n_fit] = (t_isqrt @ u).t().flip(0)[:n_fit]
+    rows[:n_fit] /= (rows[:n_fit] @ within @ rows[:n_fit].t()).diag().clamp_min(1e-12).sqrt()[:, None]
+    rows[:n_fit] *= ratio.flip(0)[:n_fit, None].clamp(0, 1) ** 2
     bias = -(rows @ x.reshape(-1, x.shape[-1]).mean(0))
     bias[-1] = HEAD_REFERENCE_BIAS
     linear.weight.copy_(rows.float())
