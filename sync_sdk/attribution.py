@@ -218,7 +218,11 @@ def attribute(engine, source, trials: int | dict = 64, *, start_sec: float = 0.0
     grid: (rows, cols) of the spatial cells; n_bands: mel bands of the spectral cells;
     spatial_frames: visual segments the patch family corrupts (the top "video" segments).
     cache: features cache (default: a private one for this call). png: also write the plot there
-    (events_sec: times to mark on it). Same seed, same trials."""
+    (events_sec: times to mark on it). Same seed, same trials.
+
+    Each moment lies in two overlapping segments. When the prediction is near-certain (p close to 1),
+    corrupting one of them moves nothing and the scores fade into noise; corrupt_prob=0.7 with
+    measure="kl" makes trials remove both (tests/test_attribution.py measures both settings)."""
     families = tuple(families)
     bad = [f for f in families if f not in FAMILIES]
     if bad or not families:

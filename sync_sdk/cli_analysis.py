@@ -56,6 +56,9 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
     sp.add_argument("--trials", type=int, default=64, help="trials per family")
     sp.add_argument("--families", nargs="+", choices=["audio", "video", "spectral", "patch"],
                     default=["audio", "video", "spectral", "patch"])
+    sp.add_argument("--corrupt-prob", type=float, default=0.3,
+                    help="chance each part is corrupted in a trial; raise it (0.7, with --measure kl) "
+                         "when the prediction is near-certain")
     sp.add_argument("--measure", choices=["prob_drop", "kl"], default="prob_drop")
     sp.add_argument("--method", choices=["mean_diff", "regression"], default="mean_diff")
     sp.add_argument("--seed", type=int, default=0)
@@ -108,7 +111,7 @@ def cmd_desync(args, engine) -> int:
 def cmd_attribute(args, engine) -> int:
     from .attribution import attribute
     attr = attribute(engine, args.file, trials=args.trials, start_sec=args.start, families=args.families,
-                     measure=args.measure, method=args.method, seed=args.seed, png=args.png)
+                     corrupt_prob=args.corrupt_prob, measure=args.measure, method=args.method, seed=args.seed, png=args.png)
     text = json.dumps(attr.to_dict(), indent=2)
     if args.json:
         args.json.write_text(text + "\n")

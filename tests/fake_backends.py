@@ -135,14 +135,17 @@ class EventBackend:
         return out
 
 
-def flash_click_clip(duration_sec: float, offset_sec: float, seed: int = 0, size: int = 256):
+def flash_click_clip(duration_sec: float, offset_sec: float, seed: int = 0, size: int = 256, times=None):
     """(frames, 25, audio, 16000, event_times): dark frames with one-frame full flashes at irregular
-    times, and a 20-ms noise click for each flash at video time t placed at audio time t - offset."""
+    times (0.45-1.3 s apart, or at `times` s), and a 20-ms noise click for each flash at video time t
+    placed at audio time t - offset."""
     rng = np.random.default_rng(seed)
-    times, t = [], 0.3
-    while t < duration_sec - 0.3:
-        times.append(round(t * 25) / 25)
-        t += rng.uniform(0.45, 1.3)
+    t = 0.3
+    if times is None:
+        times = []
+        while t < duration_sec - 0.3:
+            times.append(round(t * 25) / 25)
+            t += rng.uniform(0.45, 1.3)
     n_frames = int(round(duration_sec * 25))
     frames = np.zeros((n_frames, size, size, 3), np.uint8)
     for t in times:

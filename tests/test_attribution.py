@@ -6,7 +6,7 @@ import pytest
 
 from sync_sdk.attribution import attribute, effect, segment_of_time, unit_scores
 from sync_sdk.errors import InputError
-from tests.fake_backends import CellsBackend, Engine
+from tests.fake_backends import CellsBackend, Engine, EventBackend, flash_click_clip
 from tests.bundled import requires_trained_bundle
 
 
@@ -65,6 +65,42 @@ def test_fake_cues_score_highest(tmp_path, method):
     assert attr.to_dict()["spatial_segments"] == attr.spatial_segments
 
 
+@pytest.mark.parametrize("offset", [0.4, -0.8])
+def test_event_model_attributes_to_the_event_segments(offset):
+    """A synthetic clip whose cue is known (two flashes; each one's click `offset` s earlier in the
+    audio) and a model that reads only that cue, not saturated (p about 0.8: at p = 1, corrupting one
+    of the two segments that hold a moment would move nothing). In both streams the four segments
+    holding an event score highest and the others about nothing."""
+    frames, fps, audio, sr, times = flash_click_clip(5.2, offset, times=[1.0, 3.2])
+    attr = attribute(Engine(EventBackend(gain=0.5)), (frames, fps, audio, sr), trials=64,
+                     families=("audio", "video"), method="regression", seed=0)
+    assert attr.base.offset_sec == pytest.approx(offset) and 0.6 < attr.base.confidence < 0.95
+    for stream, event_times in (("video", times), ("audio", times - offset)):
+        held = sorted({s for t in event_times for s in segment_of_time(t, 0.0)})
+        assert len(held) == 4
+        scores = getattr(attr, stream)
+        assert sorted(attr.top_segments(stream, 4)) == held, (stream, scores)
+        assert scores[held].min() > 0.1 > 0.04 > np.abs(np.delete(scores, held)).max(), (stream, scores)
+
+
+def test_near_certain_prediction_needs_more_corruption():
+    """The same clip with a model at p = 1: the documented setting (corrupt_prob 0.7, KL) finds the
+    four event segments of both streams, the default finds fewer."""
+    frames, fps, audio, sr, times = flash_click_clip(5.2, 0.4, times=[1.0, 3.2])
+    found = {}
+    for setting in ({}, {"corrupt_prob": 0.7, "measure": "kl"}):
+        hits = 0
+        for seed in (0, 1, 2):
+            attr = attribute(Engine(EventBackend(gain=1.5)), (frames, fps, audio, sr), trials=64,
+                             families=("audio", "video"), method="regression", seed=seed, **setting)
+            assert attr.base.confidence > 0.999
+            for stream, event_times in (("video", times), ("audio", times - 0.4)):
+                held = sorted({s for t in event_times for s in segment_of_time(t, 0.0)})
+                hits += sorted(attr.top_segments(stream, 4)) == held
+        found[len(setting)] = hits
+    assert found[2] == 6 and found[0] <= 3, found
+
+
 def test_segment_trials_reencode_only_corrupted_segments():
     engine = Engine(CellsBackend(video_cells=[(3, 12)], audio_cells=[(9, 2)]))
     attr = attribute(engine, _textured_clip(), trials=30, families=("audio", "video"))
@@ -116,7 +152,9 @@ def test_engine_method_and_cli(tmp_path, capsys):
     video = write_clip(generate_clip(5, duration_sec=5.2), tmp_path / "clip.mp4")
     png, js = tmp_path / "a.png", tmp_path / "a.json"
     assert main(["attribute", str(video), "--trials", "3", "--families", "audio", "video", "--png", str(png),
-                 "--json", str(js), "--model", str(model), "--backend", "torch"]) == 0
+                 "--json", str(js), "--corrupt-prob", "0.7", "--measure", "kl",
+                 "--model", str(model), "--backend", "torch"]) == 0
     out = json.loads(js.read_text())
     assert len(out["audio"]) == len(out["video"]) == 14 and out["spectral"] is None
+    assert out["corrupt_prob"] == 0.7 and out["measure"] == "kl"
     assert png.read_bytes()[:4] == b"\x89PNG"
