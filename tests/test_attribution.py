@@ -65,6 +65,11 @@ def test_fake_cues_score_highest(tmp_path, method):
     assert attr.to_dict()["spatial_segments"] == attr.spatial_segments
 
 
+def _segments_holding(times) -> list[int]:
+    """Segments of the window at 0 s that hold any of `times` (s)."""
+    return sorted({s for t in times for s in segment_of_time(t, 0.0)})
+
+
 @pytest.mark.parametrize("offset", [0.4, -0.8])
 def test_event_model_attributes_to_the_event_segments(offset):
     """A synthetic clip whose cue is known (two flashes; each one's click `offset` s earlier in the
@@ -76,7 +81,7 @@ def test_event_model_attributes_to_the_event_segments(offset):
                      families=("audio", "video"), method="regression", seed=0)
     assert attr.base.offset_sec == pytest.approx(offset) and 0.6 < attr.base.confidence < 0.95
     for stream, event_times in (("video", times), ("audio", times - offset)):
-        held = sorted({s for t in event_times for s in segment_of_time(t, 0.0)})
+        held = _segments_holding(event_times)
         assert len(held) == 4
         scores = getattr(attr, stream)
         assert sorted(attr.top_segments(stream, 4)) == held, (stream, scores)
@@ -95,8 +100,7 @@ def test_near_certain_prediction_needs_more_corruption():
                              families=("audio", "video"), method="regression", seed=seed, **setting)
             assert attr.base.confidence > 0.999
             for stream, event_times in (("video", times), ("audio", times - 0.4)):
-                held = sorted({s for t in event_times for s in segment_of_time(t, 0.0)})
-                hits += sorted(attr.top_segments(stream, 4)) == held
+                hits += sorted(attr.top_segments(stream, 4)) == _segments_holding(event_times)
         found[len(setting)] = hits
     assert found[2] == 6 and found[0] <= 3, found
 
@@ -131,7 +135,7 @@ def test_bundled_model_attributes_to_event_segments():
         clip = generate_clip(seed, duration_sec=5.2, kind="beep_flash")
         attr = attribute(engine, (clip.frames, 25, clip.audio, 16000), trials=48,
                          families=("audio", "video"), seed=seed)
-        event_segs = {s for t in clip.event_times_sec for s in segment_of_time(t, 0.0)}
+        event_segs = _segments_holding(clip.event_times_sec)
         hits += attr.top_segments("audio", 1)[0] in event_segs
         hits += attr.top_segments("video", 1)[0] in event_segs
     assert hits >= 5
