@@ -111,7 +111,8 @@ def cmd_desync(args, engine) -> int:
 def cmd_attribute(args, engine) -> int:
     from .attribution import attribute
     attr = attribute(engine, args.file, trials=args.trials, start_sec=args.start, families=args.families,
-                     corrupt_prob=args.corrupt_prob, measure=args.measure, method=args.method, seed=args.seed, png=args.png)
+                     corrupt_prob=args.corrupt_prob, measure=args.measure, method=args.method,
+                     seed=args.seed, png=args.png)
     text = json.dumps(attr.to_dict(), indent=2)
     if args.json:
         args.json.write_text(text + "\n")

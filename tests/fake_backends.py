@@ -140,9 +140,8 @@ def flash_click_clip(duration_sec: float, offset_sec: float, seed: int = 0, size
     times (0.45-1.3 s apart, or at `times` s), and a 20-ms noise click for each flash at video time t
     placed at audio time t - offset."""
     rng = np.random.default_rng(seed)
-    t = 0.3
     if times is None:
-        times = []
+        times, t = [], 0.3
         while t < duration_sec - 0.3:
             times.append(round(t * 25) / 25)
             t += rng.uniform(0.45, 1.3)

@@ -191,6 +191,7 @@ def test_init_head_codes_time_and_fades_clip_constants():
 def test_projection_init_wider_than_the_features():
     """A head wider than the features (64 > 48): as many fitted rows as feature dimensions, the
     rest zero, and the last row still the constant reference."""
+    torch.manual_seed(0)
     lin = torch.nn.Linear(48, 64)
     feats = torch.randn(6, 20, 6, 48) + 3 * torch.randn(6, 1, 1, 48)
     stages.projection_init_(lin, feats)
