@@ -202,6 +202,45 @@ def test_projection_init_wider_than_the_features():
     assert out[:, 48:-1].abs().max() == 0
 
 
+def test_lag_maps_point_at_the_true_offset():
+    """Events 4.5 s apart (no other event within the +-4 s any two offsets differ by): at a visual
+    event token, the lag map peaks at the window's true class wherever that class puts the token's
+    sound inside the window's audio, and stays near 0 at every other class."""
+    n_video = 30
+    n_audio = data.SEG_PER_STEP * (n_video - 1) + data.GRID_PER_CLASS * 20 + 1
+    clip = data.LongClip(None, None, n_video, n_audio, np.array([0.6, 5.16, 9.8]))
+    feats = stages.GridFeatureSet(torch.zeros(1, n_video, 8, 4), torch.zeros(1, n_audio, 6, 4),
+                                  clip.visual_event_targets()[None], clip.audio_event_targets()[None])
+    v, a, c, vweight, lag = feats.sample_offsets_with_lags(np.random.default_rng(0), 256, 14, np.array([0]))
+    assert v.shape == (256, 112, 4) and a.shape == (256, 84, 4) and lag.shape == (256, 112, 21)
+    b, i = torch.nonzero(vweight > 0.8, as_tuple=True)
+    inside = torch.from_numpy(data.lag_geometry(14)[1])[i, c[b]]
+    assert len(b) > 300 and inside.float().mean() > 0.6
+    rows, true = lag[b, i][inside], c[b][inside]
+    assert (rows.argmax(-1) == true).all() and rows[torch.arange(len(true)), true].min() > 0.6
+    rows[torch.arange(len(true)), true] = 0
+    assert rows.max() < 0.1
+    with pytest.raises(ValueError, match="event targets"):
+        stages.GridFeatureSet(feats.vfeat, feats.afeat).sample_offsets_with_lags(
+            np.random.default_rng(0), 2, 14, np.array([0]))
+
+
+def test_lag_loss_trains_the_probe_and_the_head():
+    """offset_and_lag_loss: logits equal model.head's; a few steps on a fixed batch lower the lag loss."""
+    torch.manual_seed(0)
+    model = stages.init_weights(build_model("tiny"), 0)
+    probe = stages.LagProbe(model.config)
+    v, a = torch.randn(8, 112, 64), torch.randn(8, 84, 48)
+    vweight, lag = torch.rand(8, 112), (torch.rand(8, 112, 21) > 0.8).float()
+    logits, first = stages.offset_and_lag_loss(model, probe, v, a, vweight, lag)
+    assert torch.allclose(logits, model.head(v, a), atol=1e-6)
+    opt = torch.optim.Adam(stages.head_parameters(model) + list(probe.parameters()), 3e-3)
+    for _ in range(20):
+        loss = stages.offset_and_lag_loss(model, probe, v, a, vweight, lag)[1]
+        opt.zero_grad(), loss.backward(), opt.step()
+    assert loss.item() < 0.8 * first.item()
+
+
 def test_head_training_resumes(tmp_path):
     """train_stage: the loss falls on a fixed batch; a second call continues from the saved step."""
     torch.manual_seed(0)

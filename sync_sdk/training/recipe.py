@@ -30,9 +30,9 @@ from .data import long_clip
 from .loop import Schedule, plot_losses, train_stage
 from .losses import classification, info_nce
 from .metrics import offset_accuracy, roc_auc, sync_accuracy
-from .stages import (ClipBank, EventProbes, GridFeatureSet, SegmentProjector, curriculum_classes, event_auc, event_loss,
-                     freeze_encoders, grid_features, head_parameters, init_head_, init_weights, stage1_embed,
-                     stage1_parameters, visual_tokens)
+from .stages import (ClipBank, EventProbes, GridFeatureSet, LagProbe, SegmentProjector, curriculum_classes, event_auc,
+                     event_loss, freeze_encoders, grid_features, head_parameters, init_head_, init_weights,
+                     offset_and_lag_loss, stage1_embed, stage1_parameters, visual_tokens)
 
 SEED_STRIDE = 10_000_000  # training clip seeds: SEED_STRIDE * (seed + 1) + BANK_SEEDS + index
 BANK_SEEDS = 1_000_000
@@ -56,6 +56,7 @@ class TrainConfig:
     stage2_steps: int = 3000
     stage2_batch: int = 64
     stage2_lr: float = 1e-3
+    stage2_lag_weight: float = 5.0  # the lag-map loss's weight beside the offset cross-entropy
     stage3_steps: int = 800
     stage3_batch: int = 64
     stage3_lr: float = 5e-4
@@ -135,15 +136,20 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
     n_seg = model.config.n_segments
     init_head_(model, feats.vfeat[train_clips], feats.afeat[train_clips])  # a resumed run loads its state over it
 
+    probe = LagProbe(model.config)
+
     def step(i: int):
         rng = np.random.default_rng([cfg.seed, 2, i])
         classes = curriculum_classes(i, cfg.stage2_steps)
-        v, a, target = feats.sample_offsets(rng, cfg.stage2_batch, n_seg, train_clips, classes)
-        loss, acc = classification(model.head(v, a), target)
-        return loss, {"acc": acc}
+        v, a, target, vweight, lag = feats.sample_offsets_with_lags(rng, cfg.stage2_batch, n_seg,
+                                                                    train_clips, classes)
+        logits, lag_loss = offset_and_lag_loss(model, probe, v, a, vweight, lag)
+        loss, acc = classification(logits, target)
+        return loss + cfg.stage2_lag_weight * lag_loss, {"acc": acc, "lag": lag_loss.item()}
 
     save = lambda: save_checkpoint(run / "model.safetensors", _state_dict(model), model.config)  # noqa: E731
-    return train_stage("stage2", run, {"model": model}, head_parameters(model),
+    return train_stage("stage2", run, {"model": model, "lag_probe": probe},
+                       head_parameters(model) + list(probe.parameters()),
                        Schedule(cfg.stage2_steps, cfg.stage2_lr, warmup=100, save_every=250), step, save)
 
 

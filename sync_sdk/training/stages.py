@@ -20,7 +20,10 @@ Stage 2: encoders frozen; grid features are cached (`GridFeatureSet`) and the he
   It starts from `init_head_` (a time code in the positional table, input projections fitted to the
   features) and follows `curriculum_classes` (+-2 s first, all 21 classes from 65 % of the steps).
   Without them its loss stays at log 21 even on idealised event features; with them it learns
-  windows holding one event, not yet windows holding several (see the synthetic-tiny model card).
+  windows holding one event. Windows holding several events also need the lag-map loss
+  (`offset_and_lag_loss`): a linear probe on every visual token's head output predicts, for each
+  offset class, whether the audio holds an event sound where that token's sound would be; the loss
+  counts at visual event tokens only (see the synthetic-tiny model card).
 Stage 3: the synchronizability model (2-class head, 13 segments) starts from the stage-2 head and
   learns "some content overlap" (same clip, any grid offset) vs none (audio of another clip).
 """
@@ -32,7 +35,7 @@ from torch import nn
 
 from ..config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT, ModelConfig
 from ..grid import NUM_OFFSET_CLASSES
-from .data import LongClip, in_sync_rows, video_segments, window_indices
+from .data import LongClip, in_sync_rows, lag_geometry, video_segments, window_indices
 
 PATCHES = 196  # 14 x 14 spatial tokens per temporal slot
 ENERGY_REFERENCE_BIAS = 2.0  # the tubelet embedding's last channel: a constant (see motion_init_)
@@ -224,17 +227,20 @@ def grid_features(model: nn.Module, bank: ClipBank, chunk: int = 256) -> "GridFe
     vf = [torch.cat([aggregate(model, t[i:i + 16]) for i in range(0, len(t), 16)]) for t in bank.tokens]
     af = [torch.cat([model.encode_audio(torch.from_numpy(m[i:i + chunk])) for i in range(0, len(m), chunk)])
           for m in bank.mels]
-    return GridFeatureSet(torch.stack(vf), torch.stack(af))
+    return GridFeatureSet(torch.stack(vf), torch.stack(af), np.stack(bank.vtargets), np.stack(bank.atargets))
 
 
 class GridFeatureSet:
     """Cached grid features of many long clips, sampled as head-training windows.
 
-    vfeat (M, G, 8, Dv), afeat (M, J, 6, Da): the same G, J for every clip.
+    vfeat (M, G, 8, Dv), afeat (M, J, 6, Da): the same G, J for every clip. vtargets (M, G, 8) and
+    atargets (M, J, 6): the tokens' event targets (needed for `sample_offsets_with_lags` only).
     """
 
-    def __init__(self, vfeat: torch.Tensor, afeat: torch.Tensor) -> None:
+    def __init__(self, vfeat: torch.Tensor, afeat: torch.Tensor, vtargets=None, atargets=None) -> None:
         self.vfeat, self.afeat = torch.as_tensor(vfeat), torch.as_tensor(afeat)
+        self.vtargets = None if vtargets is None else torch.as_tensor(vtargets)
+        self.atargets = None if atargets is None else torch.as_tensor(atargets)
 
     def __len__(self) -> int:
         return len(self.vfeat)
@@ -249,15 +255,37 @@ class GridFeatureSet:
         a = self.afeat[torch.from_numpy(am)[:, None], torch.from_numpy(j)]
         return v.flatten(1, 2), a.flatten(1, 2)
 
+    def _draw(self, rng: np.random.Generator, batch: int, n_segments: int, clips: np.ndarray,
+              classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        m = rng.choice(clips, batch)
+        w = rng.integers(0, self.vfeat.shape[1] - n_segments + 1, batch)
+        c = rng.choice(np.arange(NUM_OFFSET_CLASSES) if classes is None else np.asarray(classes), batch)
+        return m, w, c
+
     def sample_offsets(self, rng: np.random.Generator, batch: int, n_segments: int, clips: np.ndarray,
                        classes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stage-2 batch: random clips (from `clips`), window starts and offset classes (from
         `classes`, default all 21) -> (vfeat, afeat, target class (B,))."""
-        m = rng.choice(clips, batch)
-        w = rng.integers(0, self.vfeat.shape[1] - n_segments + 1, batch)
-        c = rng.choice(np.arange(NUM_OFFSET_CLASSES) if classes is None else np.asarray(classes), batch)
+        m, w, c = self._draw(rng, batch, n_segments, clips, classes)
         v, a = self.windows(m, w, c, n_segments)
         return v, a, torch.from_numpy(c)
+
+    def sample_offsets_with_lags(self, rng: np.random.Generator, batch: int, n_segments: int,
+                                 clips: np.ndarray, classes: np.ndarray | None = None):
+        """`sample_offsets` plus, per visual token, its event target vweight (B, S*8) and its lag
+        map (B, S*8, 21): under offset class k, how close the window's audio at the place of the
+        token's sound (`lag_geometry`) is to an event sound (0 outside the window's audio)."""
+        if self.vtargets is None or self.atargets is None:
+            raise ValueError("lag maps need the event targets (GridFeatureSet(..., vtargets, atargets))")
+        m, w, c = self._draw(rng, batch, n_segments, clips, classes)
+        v, a = self.windows(m, w, c, n_segments)
+        g, j = window_indices(w, c, n_segments)
+        mi = torch.from_numpy(m)[:, None]
+        vweight = self.vtargets[mi, torch.from_numpy(g)].flatten(1).float()
+        atarget = self.atargets[mi, torch.from_numpy(j)].flatten(1).float()
+        audio_token, inside = lag_geometry(n_segments)
+        lag = atarget[:, torch.from_numpy(audio_token)] * torch.from_numpy(inside).float()
+        return v, a, torch.from_numpy(c), vweight, lag
 
     def sample_syncability(self, rng: np.random.Generator, batch: int, n_segments: int,
                            clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -275,6 +303,26 @@ class GridFeatureSet:
         am = np.where(target == 1, m, other)
         v, a = self.windows(m, w, c, n_segments, audio_clip=am)
         return v, a, torch.from_numpy(target)
+
+
+class LagProbe(nn.Linear):
+    """Stage-2 auxiliary read-out: each visual token's head output (.., h_dim) -> (.., 21) logits
+    of "the audio holds an event sound where this token's sound would be under offset class k"."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config.h_dim, NUM_OFFSET_CLASSES)
+
+
+def offset_and_lag_loss(model: nn.Module, probe: LagProbe, v: torch.Tensor, a: torch.Tensor,
+                        vweight: torch.Tensor, lag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One head pass: offset logits (B, 21) from the OFF token, and the lag-map loss: binary
+    cross-entropy of `probe` on the visual tokens' outputs against lag (B, S*8, 21), averaged over
+    the 21 classes, weighted by vweight (B, S*8) (tokens at a visual event count)."""
+    tokens = model.transformer.tokens(model.vproj(v), model.aproj(a))
+    logits = getattr(model.transformer, model.transformer.head_name)(tokens[:, 0])
+    per_token = nn.functional.binary_cross_entropy_with_logits(
+        probe(tokens[:, 1:1 + v.shape[1]]), lag, reduction="none").mean(-1)
+    return logits, (per_token * vweight).sum() / vweight.sum().clamp_min(1e-6)
 
 
 def head_token_times(n_segments: int) -> tuple[np.ndarray, np.ndarray]:
