@@ -326,7 +326,7 @@ class _Flasher:
 
 
 # --- scene -------------------------------------------------------------------------------------
-def _event_times(rng: np.random.Generator, t0: float, t1: float, lo: float, hi: float,
+def event_times(rng: np.random.Generator, t0: float, t1: float, lo: float, hi: float,
                  p_pause: float) -> np.ndarray:
     """Irregular event times on the frame grid in [t0, t1]; gaps U(lo, hi), sometimes a silent
     stretch of 1.2-2.6 s; at least 5 frames apart."""
@@ -460,7 +460,7 @@ def make_scene(seed: int, t_start: float, t_end: float, kind: str | None = None,
     bg_mean = bg.reshape(-1, 3).mean(0)
     sources, events, sounds = [], [], []
     if test:
-        times = _event_times(rng, t_start, t_end, 0.4, 2.2, 0.0)
+        times = event_times(rng, t_start, t_end, 0.4, 2.2, 0.0)
         durs = rng.integers(1, 9, len(times))
         sources.append(_Flasher(rng, _pad(times, t_start, t_end), np.concatenate([[1, 1], durs, [1, 1]]),
                                 bg, test_pattern=True))
@@ -471,7 +471,7 @@ def make_scene(seed: int, t_start: float, t_end: float, kind: str | None = None,
     else:
         n_src = int(rng.choice([1, 2, 3], p=[0.45, 0.35, 0.2]))
         src_kinds = list(rng.choice(["bounce", "hit", "clap", "flash"], n_src))
-        times = _event_times(rng, t_start, t_end, 0.2, 1.1, 0.12)
+        times = event_times(rng, t_start, t_end, 0.2, 1.1, 0.12)
         owner = rng.integers(n_src, size=len(times))
         for j, sk in enumerate(src_kinds):
             mine = times[owner == j]

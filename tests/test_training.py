@@ -225,6 +225,29 @@ def test_lag_maps_point_at_the_true_offset():
             np.random.default_rng(0), 2, 14, np.array([0]))
 
 
+def test_token_windows_draw_tokens_that_fit_each_position():
+    """Token features that hold their own target: every drawn visual token's target is in the bin
+    of its position's closeness to a drawn event (vweight); at a visual event, the lag map is high at
+    the true class and the audio token where that sound lands was drawn from an event bin."""
+    from sync_sdk.training.token_windows import BIN_EDGES, TokenWindows
+    rng = np.random.default_rng(0)
+    vt = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 40, 8)).astype(np.float32)
+    at = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 300, 6)).astype(np.float32)
+    feats = stages.GridFeatureSet(torch.from_numpy(vt)[..., None].repeat(1, 1, 1, 4),
+                                  torch.from_numpy(at)[..., None].repeat(1, 1, 1, 3), vt, at)
+    windows = TokenWindows(feats, np.array([1, 2]), 14)
+    v, a, c, vweight, lag = windows.sample(np.random.default_rng(1), 32, np.arange(21))
+    assert v.shape == (32, 112, 4) and a.shape == (32, 84, 3) and lag.shape == (32, 112, 21)
+    assert np.array_equal(np.digitize(v[..., 0].numpy(), BIN_EDGES), np.digitize(vweight.numpy(), BIN_EDGES))
+    b, i = torch.nonzero(vweight > 0.8, as_tuple=True)
+    audio_token, inside = (torch.from_numpy(x)[i, c[b]] for x in data.lag_geometry(14))
+    assert len(b) > 50 and lag[b, i, c[b]][inside].min() > 0.8
+    # the audio token where a visual event's sound lands (true class) was drawn from an event bin
+    assert a[b, audio_token, 0][inside].min() >= 0.5
+    with pytest.raises(ValueError, match="event targets"):
+        TokenWindows(stages.GridFeatureSet(feats.vfeat, feats.afeat), np.array([0]), 14)
+
+
 def test_lag_loss_trains_the_probe_and_the_head():
     """offset_and_lag_loss: logits equal model.head's; a few steps on a fixed batch lower the lag loss."""
     torch.manual_seed(0)

@@ -115,17 +115,21 @@ def in_sync_rows(g: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     return SEG_PER_STEP * np.asarray(g)[..., None] + IN_SYNC_ROW + np.asarray(shifts)
 
 
-def lag_geometry(n_segments: int) -> tuple[np.ndarray, np.ndarray]:
-    """Where, in a window's audio, each visual token's sound would be under each offset class.
-
-    Token centres relative to the window's first frame: visual token t of segment s at
-    (8 s + 2 t + 0.5) / 25 s, audio token u at (5120 s + 1600 u + 1280) / 16000 s. Audio at window
-    time x holds world time x + offset, so under class k the sound of visual token i sits at
-    x = t_i - offset_k. Returns audio_token (S*8, 21): the audio token nearest x, and inside
-    (S*8, 21) bool: whether one lies within 0.05 s of it (x inside the window's audio)."""
+def token_centres(n_segments: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (s, from the window's first frame) of a window's tokens, as the event targets place
+    them: visual token t of segment s at (8 s + 2 t + 0.5) / 25 (S*8,), audio token u at
+    (5120 s + 1600 u + 1280) / 16000 (S*6,). Audio at window time x holds world time x + offset."""
     seg = np.arange(n_segments)[:, None]
-    tv = ((8 * seg + 2 * np.arange(8) + 0.5) / FPS).ravel()
-    ta = ((5120 * seg + 1600 * np.arange(6) + 1280) / 16000).ravel()
+    return (((8 * seg + 2 * np.arange(8) + 0.5) / FPS).ravel(),
+            ((5120 * seg + 1600 * np.arange(6) + 1280) / 16000).ravel())
+
+
+def lag_geometry(n_segments: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where, in a window's audio, each visual token's sound would be under each offset class:
+    under class k the sound of visual token i sits at window time x = t_i - offset_k. Returns
+    audio_token (S*8, 21): the audio token nearest x, and inside (S*8, 21) bool: whether one lies
+    within 0.05 s of it (x inside the window's audio)."""
+    tv, ta = token_centres(n_segments)
     x = tv[:, None] - OFFSET_GRID_SEC.astype(np.float64)[None, :]
     dist = np.abs(ta[None, None, :] - x[..., None])
     audio_token = dist.argmin(-1)

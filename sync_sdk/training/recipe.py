@@ -33,6 +33,7 @@ from .metrics import offset_accuracy, roc_auc, sync_accuracy
 from .stages import (ClipBank, EventProbes, GridFeatureSet, LagProbe, SegmentProjector, curriculum_classes, event_auc,
                      event_loss, freeze_encoders, grid_features, head_parameters, init_head_, init_weights,
                      offset_and_lag_loss, stage1_embed, stage1_parameters, visual_tokens)
+from .token_windows import TokenWindows
 
 SEED_STRIDE = 10_000_000  # training clip seeds: SEED_STRIDE * (seed + 1) + BANK_SEEDS + index
 BANK_SEEDS = 1_000_000
@@ -57,11 +58,16 @@ class TrainConfig:
     stage2_batch: int = 64
     stage2_lr: float = 1e-3
     stage2_lag_weight: float = 5.0  # the lag-map loss's weight beside the offset cross-entropy
+    stage2_windows: str = "tokens"  # "tokens": TokenWindows (fresh event trains); "clips": bank windows
     stage3_steps: int = 800
     stage3_batch: int = 64
     stage3_lr: float = 5e-4
     bundle: str | None = None      # copy the final model files here
     times: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.stage2_windows not in ("tokens", "clips"):
+            raise ValueError(f"stage2_windows must be 'tokens' or 'clips', got {self.stage2_windows!r}")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig.named(self.model)
@@ -137,12 +143,16 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
     init_head_(model, feats.vfeat[train_clips], feats.afeat[train_clips])  # a resumed run loads its state over it
 
     probe = LagProbe(model.config)
+    windows = TokenWindows(feats, train_clips, n_seg) if cfg.stage2_windows == "tokens" else None
 
     def step(i: int):
         rng = np.random.default_rng([cfg.seed, 2, i])
         classes = curriculum_classes(i, cfg.stage2_steps)
-        v, a, target, vweight, lag = feats.sample_offsets_with_lags(rng, cfg.stage2_batch, n_seg,
-                                                                    train_clips, classes)
+        if windows is not None:
+            v, a, target, vweight, lag = windows.sample(rng, cfg.stage2_batch, classes)
+        else:
+            v, a, target, vweight, lag = feats.sample_offsets_with_lags(rng, cfg.stage2_batch, n_seg,
+                                                                        train_clips, classes)
         logits, lag_loss = offset_and_lag_loss(model, probe, v, a, vweight, lag)
         loss, acc = classification(logits, target)
         return loss + cfg.stage2_lag_weight * lag_loss, {"acc": acc, "lag": lag_loss.item()}
