@@ -16,7 +16,9 @@ Stage 1: pre-training of both encoders: the whole audio encoder and the visual e
     same video's and other videos') is a negative, and so is its own audio displaced by a few
     tenths of a second (hard negatives); symmetric InfoNCE.
 Stage 2: encoders frozen; grid features are cached (`GridFeatureSet`) and the head (projections +
-  GlobalTransformer + off_head) learns 21-class offset classification, offsets drawn from the grid.
+  GlobalTransformer + off_head) learns 21-class offset classification, offsets drawn from the grid,
+  on windows assembled from those tokens along fresh event trains (`token_windows.TokenWindows`;
+  the bank's own windows are memorised).
   It starts from `init_head_` (a time code in the positional table, input projections fitted to the
   features) and follows `curriculum_classes` (+-2 s first, all 21 classes from 65 % of the steps).
   Without them its loss stays at log 21 even on idealised event features; with them it learns
