@@ -179,6 +179,10 @@ def test_init_head_codes_time_and_fades_clip_constants():
     dist = torch.cdist(pos[1:1 + len(tv)], pos[2 + len(tv):]).numpy()      # distance of their codes
     assert (gap < 0.02).sum() > 10
     assert dist[gap < 0.02].max() < 0.5 < 1.0 < dist[gap > 0.5].min()
+    full = model.transformer.pos_emb_cfg.pos_emb.detach()
+    assert full[0, :, stages.HEAD_TIME_COLUMNS:].abs().max() == 0 and full[0, 0].abs().max() == 0
+    assert model.transformer.OFF_tok.abs().max() == 0
+    assert model.transformer.blocks[0].attn.key.weight.std() > 0.1  # default scale, not ViT's 0.02
     with torch.no_grad():
         out = model.vproj(torch.tensor(vfeat.reshape(-1, 64), dtype=torch.float32)).reshape(m, -1, 32).double()
     assert torch.allclose(out[..., -1], torch.full_like(out[..., -1], stages.HEAD_REFERENCE_BIAS), atol=1e-4)
@@ -262,6 +266,12 @@ def test_lag_loss_trains_the_probe_and_the_head():
         loss = stages.offset_and_lag_loss(model, probe, v, a, vweight, lag)[1]
         opt.zero_grad(), loss.backward(), opt.step()
     assert loss.item() < 0.8 * first.item()
+
+
+def test_schedule_warms_up_then_decays_or_holds():
+    cosine, flat = Schedule(100, 1e-3, warmup=10), Schedule(100, 1e-3, warmup=10, decay=False)
+    assert cosine.lr_at(0) == flat.lr_at(0) == 1e-4 and cosine.lr_at(10) == flat.lr_at(10) == 1e-3
+    assert cosine.lr_at(99) == pytest.approx(5e-5, rel=0.01) and flat.lr_at(99) == 1e-3
 
 
 def test_head_training_resumes(tmp_path):

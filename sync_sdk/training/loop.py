@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 @dataclass(frozen=True)
 class Schedule:
-    """Steps, peak learning rate, warm-up steps, weight decay, state-save period."""
+    """Steps, peak learning rate, warm-up steps, weight decay, state-save period; after the warm-up
+    the rate follows a cosine down to 5 % of the peak, or stays at the peak (decay=False)."""
 
     steps: int
     lr: float
@@ -25,10 +26,13 @@ class Schedule:
     weight_decay: float = 0.05
     save_every: int = 50
     clip_grad: float = 1.0
+    decay: bool = True
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
             return self.lr * (step + 1) / self.warmup
+        if not self.decay:
+            return self.lr
         t = (step - self.warmup) / max(1, self.steps - self.warmup)
         return self.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 

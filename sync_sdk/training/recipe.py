@@ -56,7 +56,7 @@ class TrainConfig:
     stage1_contrastive_weight: float = 1.0  # InfoNCE's weight beside the event-detection loss
     stage2_steps: int = 3000
     stage2_batch: int = 64
-    stage2_lr: float = 1e-3
+    stage2_lr: float = 2e-3           # constant after the warm-up (cosine decay stalled the matching)
     stage2_lag_weight: float = 5.0  # the lag-map loss's weight beside the offset cross-entropy
     stage2_windows: str = "tokens"  # "tokens": TokenWindows (fresh event trains); "clips": bank windows
     stage3_steps: int = 800
@@ -160,7 +160,8 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
     save = lambda: save_checkpoint(run / "model.safetensors", _state_dict(model), model.config)  # noqa: E731
     return train_stage("stage2", run, {"model": model, "lag_probe": probe},
                        head_parameters(model) + list(probe.parameters()),
-                       Schedule(cfg.stage2_steps, cfg.stage2_lr, warmup=100, save_every=250), step, save)
+                       Schedule(cfg.stage2_steps, cfg.stage2_lr, warmup=100, weight_decay=0.01, decay=False,
+                                save_every=250), step, save)
 
 
 def syncability_model(sync_model: torch.nn.Module, seed: int) -> torch.nn.Module:

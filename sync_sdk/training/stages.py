@@ -377,9 +377,15 @@ def projection_init_(linear: nn.Linear, feats: torch.Tensor) -> None:
 
 @torch.no_grad()
 def init_head_(model: nn.Module, vfeat: torch.Tensor, afeat: torch.Tensor) -> None:
-    """Stage-2 start: the first HEAD_TIME_COLUMNS columns of the head's positional table get the
-    time code of each token's moment - the same code for the visual and audio tokens of one moment -
-    and vproj / aproj are fitted to training grid features vfeat (M, G, 8, Dv), afeat (M, J, 6, Da)."""
+    """Stage-2 start: the GlobalTransformer's layers get PyTorch's default initialisation (tokens and
+    positional table zero); the first HEAD_TIME_COLUMNS columns of the positional table get the time
+    code of each token's moment - the same code for the visual and audio tokens of one moment - and
+    vproj / aproj are fitted to training grid features vfeat (M, G, 8, Dv), afeat (M, J, 6, Da)."""
+    for module in model.transformer.modules():  # PyTorch's default scales: with ViT's 0.02 the
+        if isinstance(module, (nn.Linear, nn.LayerNorm)):  # attention starts uniform and stage 2 stalls
+            module.reset_parameters()
+    for p in (model.transformer.OFF_tok, model.transformer.MOD_tok, model.transformer.pos_emb_cfg.pos_emb):
+        p.zero_()
     tv, ta = head_token_times(model.config.n_segments)
     pos = model.transformer.pos_emb_cfg.pos_emb
     pos[0, 1:1 + len(tv), :HEAD_TIME_COLUMNS] = time_code(tv)
