@@ -56,7 +56,7 @@ class TrainConfig:
     stage1_contrastive_weight: float = 1.0  # InfoNCE's weight beside the event-detection loss
     stage2_steps: int = 3000
     stage2_batch: int = 64
-    stage2_lr: float = 2e-3           # constant after the warm-up (cosine decay stalled the matching)
+    stage2_lr: float = 2e-3           # constant after the warm-up, as in the prototype run (model card)
     stage2_lag_weight: float = 5.0  # the lag-map loss's weight beside the offset cross-entropy
     stage2_windows: str = "tokens"  # "tokens": TokenWindows (fresh event trains); "clips": bank windows
     stage3_steps: int = 800
