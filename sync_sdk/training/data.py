@@ -81,15 +81,16 @@ class LongClip:
     def visual_event_targets(self) -> np.ndarray:
         """(n_video, 8) float32 in [0, 1]: closeness of each visual grid token to an event."""
         centre = (FIRST_FRAME + STEP_FRAMES * np.arange(self.n_video)[:, None] + 2 * np.arange(8) + 0.5) / FPS
-        return _closeness(centre, self.event_times, VISUAL_EVENT_SIGMA_SEC)
+        return closeness(centre, self.event_times, VISUAL_EVENT_SIGMA_SEC)
 
     def audio_event_targets(self) -> np.ndarray:
         """(n_audio, 6) float32 in [0, 1]: closeness of each audio grid token to an event's sound."""
         centre = (AUDIO_ORIGIN + AUDIO_GRID * np.arange(self.n_audio)[:, None] + 1600 * np.arange(6) + 1280) / 16000
-        return _closeness(centre, self.event_times, AUDIO_EVENT_SIGMA_SEC)
+        return closeness(centre, self.event_times, AUDIO_EVENT_SIGMA_SEC)
 
 
-def _closeness(centre: np.ndarray, events: np.ndarray, sigma: float) -> np.ndarray:
+def closeness(centre: np.ndarray, events: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian closeness (sigma s) of times `centre` (...) to the nearest of `events` (s); 0 without events."""
     if len(events) == 0:
         return np.zeros(centre.shape, np.float32)
     d = np.min(np.abs(centre[..., None] - np.asarray(events)), axis=-1)

@@ -15,16 +15,10 @@ import torch
 
 from ..grid import OFFSET_GRID_SEC
 from ..synthetic import event_times
-from .data import AUDIO_EVENT_SIGMA_SEC, VISUAL_EVENT_SIGMA_SEC, lag_geometry, token_centres
+from .data import AUDIO_EVENT_SIGMA_SEC, VISUAL_EVENT_SIGMA_SEC, closeness, lag_geometry, token_centres
 
 BIN_EDGES = np.array([0.05, 0.3, 0.7])  # closeness bins: away, near, close, at an event
 SPAN_SEC = (-3.0, 9.0)                  # window-relative span of the drawn events
-
-
-def _closeness(centres: np.ndarray, events: np.ndarray, sigma: float) -> np.ndarray:
-    if len(events) == 0:
-        return np.zeros(centres.shape)
-    return np.exp(-0.5 * (np.min(np.abs(centres[..., None] - events), axis=-1) / sigma) ** 2)
 
 
 def _pools(feats: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
@@ -75,8 +69,8 @@ class TokenWindows:
         c = rng.choice(np.asarray(classes), batch)
         events = [self._events(rng) for _ in range(batch)]
         off = OFFSET_GRID_SEC.astype(np.float64)[c]
-        vclose = np.stack([_closeness(self.tv, e, VISUAL_EVENT_SIGMA_SEC) for e in events])
-        aclose = np.stack([_closeness(self.ta + o, e, AUDIO_EVENT_SIGMA_SEC) for e, o in zip(events, off)])
-        lag = np.stack([_closeness(self.lag_times + o, e, AUDIO_EVENT_SIGMA_SEC) for e, o in zip(events, off)])
+        vclose = np.stack([closeness(self.tv, e, VISUAL_EVENT_SIGMA_SEC) for e in events])
+        aclose = np.stack([closeness(self.ta + o, e, AUDIO_EVENT_SIGMA_SEC) for e, o in zip(events, off)])
+        lag = np.stack([closeness(self.lag_times + o, e, AUDIO_EVENT_SIGMA_SEC) for e, o in zip(events, off)])
         return (self._fill(self.vpools, vclose, rng), self._fill(self.apools, aclose, rng), torch.from_numpy(c),
                 torch.from_numpy(vclose).float(), torch.from_numpy(lag * self.inside).float())
