@@ -252,6 +252,28 @@ def test_token_windows_draw_tokens_that_fit_each_position():
         TokenWindows(stages.GridFeatureSet(feats.vfeat, feats.afeat), np.array([0]), 14)
 
 
+def test_token_windows_share_one_event_density_per_batch():
+    """All windows of a batch are drawn at one density (per-window densities stalled the head), and
+    the density differs between batches: a sparse batch holds fewer visual event tokens."""
+    from sync_sdk.training.token_windows import TokenWindows
+    vt = np.zeros((2, 40, 8), np.float32)
+    vt[:, ::3] = 0.9
+    at = np.zeros((2, 300, 6), np.float32)
+    at[:, ::3] = 0.9
+    feats = stages.GridFeatureSet(torch.zeros(2, 40, 8, 4), torch.zeros(2, 300, 6, 3), vt, at)
+    seen = []
+    windows = TokenWindows(feats, np.array([0, 1]), 14)
+    draw = windows._events
+    windows._events = lambda rng, d: seen.append(d) or draw(rng, d)
+    for seed in range(4):
+        windows.sample(np.random.default_rng(seed), 16, np.arange(21))
+    per_batch = np.array(seen).reshape(4, 16)
+    assert np.all(per_batch == per_batch[:, :1]) and len(np.unique(per_batch[:, 0])) == 4
+    sparse, dense = TokenWindows(feats, np.array([0, 1]), 14, (0.0, 0.0)), TokenWindows(feats, np.array([0, 1]), 14, (1.0, 1.0))
+    counts = [float((w.sample(np.random.default_rng(5), 64, np.arange(21))[3] > 0.5).sum()) for w in (sparse, dense)]
+    assert 3 * counts[0] < counts[1]
+
+
 def test_lag_loss_trains_the_probe_and_the_head():
     """offset_and_lag_loss: logits equal model.head's; a few steps on a fixed batch lower the lag loss."""
     torch.manual_seed(0)

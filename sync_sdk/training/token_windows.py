@@ -6,7 +6,8 @@ chance). Here every window is new: event times are drawn as the generator draws 
 each token position's closeness to an event is computed as the event targets are, and the position
 gets a random training-clip token whose own target falls in the same closeness bin. The windows
 keep the real features' statistics (detector misses and false alarms included) while their timing
-is unlimited, and their lag maps follow from the drawn events.
+is unlimited, and their lag maps follow from the drawn events. The windows of one batch share one
+density: with a density drawn per window the head stayed at chance (model card, item 6).
 """
 from __future__ import annotations
 
@@ -47,10 +48,10 @@ class TokenWindows:
         self.inside = inside.astype(np.float32)
         self.density = density
 
-    def _events(self, rng: np.random.Generator) -> np.ndarray:
-        """Event times (s, window-relative); density d in [0, 1]: gaps U(3.5-3.3d, 6.0-4.9d) s, so
+    @staticmethod
+    def _events(rng: np.random.Generator, d: float) -> np.ndarray:
+        """Event times (s, window-relative) at density d in [0, 1]: gaps U(3.5-3.3d, 6.0-4.9d) s, so
         d = 1 is the mixed scenes' U(0.2, 1.1)."""
-        d = rng.uniform(*self.density)
         return event_times(rng, *SPAN_SEC, 3.5 - 3.3 * d, 6.0 - 4.9 * d, 0.12)
 
     @staticmethod
@@ -65,9 +66,11 @@ class TokenWindows:
 
     def sample(self, rng: np.random.Generator, batch: int, classes: np.ndarray):
         """-> vfeat (B, S*8, Dv), afeat (B, S*6, Da), target class (B,), vweight (B, S*8) and lag
-        maps (B, S*8, 21), as `GridFeatureSet.sample_offsets_with_lags` returns them."""
+        maps (B, S*8, 21), as `GridFeatureSet.sample_offsets_with_lags` returns them. All windows
+        of a batch share one event density, drawn from `density`."""
         c = rng.choice(np.asarray(classes), batch)
-        events = [self._events(rng) for _ in range(batch)]
+        d = rng.uniform(*self.density)  # one per batch (see the module docstring)
+        events = [self._events(rng, d) for _ in range(batch)]
         off = OFFSET_GRID_SEC.astype(np.float64)[c]
         vclose = np.stack([closeness(self.tv, e, VISUAL_EVENT_SIGMA_SEC) for e in events])
         aclose = np.stack([closeness(self.ta + o, e, AUDIO_EVENT_SIGMA_SEC) for e, o in zip(events, off)])
