@@ -1,7 +1,7 @@
 """Skip marker for tests that need a bundled model that really knows the synthetic cues.
 
 The bundle's metrics.json (held-out accuracy, measured when the weights were made) says whether the
-model meets its targets; a placeholder bundle lets the pipeline run but cannot pass quality tests.
+model meets its targets; a bundle below them lets the pipeline run but cannot pass quality tests.
 """
 import json
 
