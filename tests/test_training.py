@@ -269,8 +269,9 @@ def test_token_windows_share_one_event_density_per_batch():
         windows.sample(np.random.default_rng(seed), 16, np.arange(21))
     per_batch = np.array(seen).reshape(4, 16)
     assert np.all(per_batch == per_batch[:, :1]) and len(np.unique(per_batch[:, 0])) == 4
-    sparse, dense = TokenWindows(feats, np.array([0, 1]), 14, (0.0, 0.0)), TokenWindows(feats, np.array([0, 1]), 14, (1.0, 1.0))
-    counts = [float((w.sample(np.random.default_rng(5), 64, np.arange(21))[3] > 0.5).sum()) for w in (sparse, dense)]
+    sparse, dense = (TokenWindows(feats, np.array([0, 1]), 14, (d, d)) for d in (0.0, 1.0))
+    counts = [float((w.sample(np.random.default_rng(5), 64, np.arange(21))[3] > 0.5).sum())
+              for w in (sparse, dense)]
     assert 3 * counts[0] < counts[1]
 
 
