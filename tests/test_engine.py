@@ -297,8 +297,8 @@ def test_bundled_model_predicts_without_torch():
 @needs_bundled
 def test_bundled_model_beats_chance_on_held_out_clips():
     """One held-out synthetic clip per offset class (the first 21 of benchmarks/accuracy.py's seeds,
-    in memory): at chance 1 of 21 is right and 5 or more happen with p < 0.003. Measured: 8 of 21
-    (MODEL_CARD.md: Acc@1 0.34 over 525 clips)."""
+    in memory): at chance 1 of 21 is right and 5 or more happen with p < 0.003. Measured: 9 of 21
+    (MODEL_CARD.md: Acc@1 0.42 over 525 clips)."""
     from sync_sdk.engine import SyncEngine
     from sync_sdk.grid import class_to_offset
     from sync_sdk.synthetic import generate_clip
