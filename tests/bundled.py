@@ -1,7 +1,8 @@
 """Skip marker for tests that need a bundled model that really knows the synthetic cues.
 
-The bundle's metrics.json (held-out accuracy, measured when the weights were made) says whether the
-model meets its targets; a bundle below them lets the pipeline run but cannot pass quality tests.
+The bundle's metrics.json holds its held-out Acc@1, measured when the weights were made. The
+quality tests (attribution to the events' segments, offsets of several seconds) need QUALITY_FLOOR:
+synthetic-tiny at 0.661 passes them, the previous bundle at 0.421 was not run on them.
 """
 import json
 
@@ -10,15 +11,16 @@ import pytest
 from sync_sdk.loading import MODELS_DIR
 
 BUNDLED = MODELS_DIR / "synthetic-tiny"
+QUALITY_FLOOR = 0.6  # held-out Acc@1 (benchmarks/accuracy.py)
 
 
 def _trained_reason() -> str:
     if not (BUNDLED / "model.safetensors").is_file():
         return "bundled model sync_sdk/models/synthetic-tiny is not built yet"
     metrics = json.loads((BUNDLED / "metrics.json").read_text())
-    if not metrics.get("meets_targets"):
-        return (f"bundled model synthetic-tiny is below its accuracy targets (held-out acc1 "
-                f"{metrics['acc1']:.3f}, see its MODEL_CARD.md): quality tests need a trained model")
+    if metrics["acc1"] < QUALITY_FLOOR:
+        return (f"bundled model synthetic-tiny's held-out acc1 {metrics['acc1']:.3f} is below "
+                f"{QUALITY_FLOOR} (see its MODEL_CARD.md): quality tests need a trained model")
     return ""
 
 

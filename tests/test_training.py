@@ -276,6 +276,27 @@ def test_token_windows_share_one_event_density_per_batch():
     assert 3 * counts[0] < counts[1]
 
 
+def test_real_video_windows_keep_the_bank_video_and_redraw_the_audio():
+    """sample_real_video: the visual tokens, classes, vweight and lag maps are those of the bank
+    window that sample_offsets_with_lags draws from the same seed; each audio token comes from the
+    pool of its real target's closeness bin and is (mostly) not the bank's own token."""
+    from sync_sdk.training.token_windows import BIN_EDGES, TokenWindows
+    rng = np.random.default_rng(0)
+    vt = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 40, 8)).astype(np.float32)
+    at = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 413, 6)).astype(np.float32)
+    ident = lambda t: torch.from_numpy(np.stack([t, np.arange(t.size).reshape(t.shape)], -1)).float()  # noqa: E731
+    feats = stages.GridFeatureSet(ident(vt), ident(at), vt, at)
+    clips = np.array([1, 2])
+    v, a, c, vweight, lag = TokenWindows(feats, clips, 14).sample_real_video(np.random.default_rng(3), 32, np.arange(21))
+    rv, ra, rc, rweight, rlag = feats.sample_offsets_with_lags(np.random.default_rng(3), 32, 14, clips)
+    for got, ref in ((v, rv), (c, rc), (vweight, rweight), (lag, rlag)):
+        assert torch.equal(got, ref)
+    assert np.array_equal(np.digitize(a[..., 0].numpy(), BIN_EDGES), np.digitize(ra[..., 0].numpy(), BIN_EDGES))
+    assert (a[..., 1] == ra[..., 1]).float().mean() < 0.05
+    own = set(ident(at)[clips, ..., 1].flatten().tolist())
+    assert set(a[..., 1].flatten().tolist()) <= own  # drawn from the training clips' tokens only
+
+
 def test_lag_loss_trains_the_probe_and_the_head():
     """offset_and_lag_loss: logits equal model.head's; a few steps on a fixed batch lower the lag loss."""
     torch.manual_seed(0)
@@ -292,10 +313,14 @@ def test_lag_loss_trains_the_probe_and_the_head():
     assert loss.item() < 0.8 * first.item()
 
 
-def test_schedule_warms_up_then_decays_or_holds():
-    cosine, flat = Schedule(100, 1e-3, warmup=10), Schedule(100, 1e-3, warmup=10, decay=False)
-    assert cosine.lr_at(0) == flat.lr_at(0) == 1e-4 and cosine.lr_at(10) == flat.lr_at(10) == 1e-3
+def test_schedule_warms_up_then_holds_then_decays():
+    cosine, flat = Schedule(100, 1e-3, warmup=10), Schedule(100, 1e-3, warmup=10, decay_from=100)
+    held = Schedule(100, 1e-3, warmup=10, decay_from=60, floor=0.0)
+    assert cosine.lr_at(0) == flat.lr_at(0) == held.lr_at(0) == 1e-4
+    assert cosine.lr_at(10) == flat.lr_at(10) == held.lr_at(10) == 1e-3
     assert cosine.lr_at(99) == pytest.approx(5e-5, rel=0.01) and flat.lr_at(99) == 1e-3
+    assert held.lr_at(59) == held.lr_at(60) == 1e-3 and cosine.lr_at(59) < 1e-3
+    assert held.lr_at(80) == pytest.approx(5e-4) and 0 < held.lr_at(99) < 2e-6
 
 
 def test_head_training_resumes(tmp_path):

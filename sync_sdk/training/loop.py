@@ -1,4 +1,4 @@
-"""A resumable training loop: AdamW with linear warm-up and cosine decay, gradient clipping, tqdm,
+"""A resumable training loop: AdamW with linear warm-up, an optional constant stretch and cosine decay, gradient clipping, tqdm,
 periodic state files (`<run_dir>/<stage>.state.pt`: modules, optimizer, step, loss history) and a
 loss-curve PNG. Re-running a stage resumes from its last saved step; a finished stage returns at once.
 """
@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 @dataclass(frozen=True)
 class Schedule:
-    """Steps, peak learning rate, warm-up steps, weight decay, state-save period; after the warm-up
-    the rate follows a cosine down to 5 % of the peak, or stays at the peak (decay=False)."""
+    """Steps, peak learning rate, warm-up steps, weight decay, state-save period. After the warm-up
+    the rate stays at the peak until step `decay_from`, then follows a cosine down to `floor` times
+    the peak at the last step (decay_from >= steps: constant)."""
 
     steps: int
     lr: float
@@ -26,15 +27,17 @@ class Schedule:
     weight_decay: float = 0.05
     save_every: int = 50
     clip_grad: float = 1.0
-    decay: bool = True
+    decay_from: int = 0
+    floor: float = 0.05
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
             return self.lr * (step + 1) / self.warmup
-        if not self.decay:
+        start = max(self.warmup, self.decay_from)
+        if step < start:
             return self.lr
-        t = (step - self.warmup) / max(1, self.steps - self.warmup)
-        return self.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+        t = (step - start) / max(1, self.steps - start)
+        return self.lr * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
 StepFn = Callable[[int], tuple[torch.Tensor, dict]]

@@ -60,9 +60,10 @@ class TrainConfig:
     stage2_lr: float = 2e-3           # constant after the warm-up, as in the prototype run (model card)
     stage2_lag_weight: float = 5.0  # the lag-map loss's weight beside the offset cross-entropy
     stage2_windows: str = "tokens"  # "tokens": TokenWindows (fresh event trains); "clips": bank windows
-    stage3_steps: int = 800
+    stage2_real_video_steps: int = 3000  # then real visual windows, fresh audio tokens, lr cosine to 0
+    stage3_steps: int = 1600
     stage3_batch: int = 64
-    stage3_lr: float = 5e-4
+    stage3_lr: float = 2e-3
     bundle: str | None = None      # copy the final model files here
     times: dict = field(default_factory=dict)
 
@@ -144,12 +145,14 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
     init_head_(model, feats.vfeat[train_clips], feats.afeat[train_clips])  # a resumed run loads its state over it
 
     probe = LagProbe(model.config)
-    windows = TokenWindows(feats, train_clips, n_seg) if cfg.stage2_windows == "tokens" else None
+    windows = TokenWindows(feats, train_clips, n_seg)
 
     def step(i: int):
         rng = np.random.default_rng([cfg.seed, 2, i])
-        classes = curriculum_classes(i, cfg.stage2_steps)
-        if windows is not None:
+        classes = curriculum_classes(i, cfg.stage2_steps)  # all 21 from 40 % of stage2_steps on
+        if i >= cfg.stage2_steps:
+            v, a, target, vweight, lag = windows.sample_real_video(rng, cfg.stage2_batch, classes)
+        elif cfg.stage2_windows == "tokens":
             v, a, target, vweight, lag = windows.sample(rng, cfg.stage2_batch, classes)
         else:
             v, a, target, vweight, lag = feats.sample_offsets_with_lags(rng, cfg.stage2_batch, n_seg,
@@ -161,8 +164,9 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
     save = lambda: save_checkpoint(run / "model.safetensors", _state_dict(model), model.config)  # noqa: E731
     return train_stage("stage2", run, {"model": model, "lag_probe": probe},
                        head_parameters(model) + list(probe.parameters()),
-                       Schedule(cfg.stage2_steps, cfg.stage2_lr, warmup=100, weight_decay=0.01, decay=False,
-                                save_every=250), step, save)
+                       Schedule(cfg.stage2_steps + cfg.stage2_real_video_steps, cfg.stage2_lr, warmup=100,
+                                weight_decay=0.01, decay_from=cfg.stage2_steps, floor=0.0, save_every=250),
+                       step, save)
 
 
 def syncability_model(sync_model: torch.nn.Module, seed: int) -> torch.nn.Module:
