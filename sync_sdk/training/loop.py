@@ -1,6 +1,7 @@
-"""A resumable training loop: AdamW with linear warm-up, an optional constant stretch and cosine decay, gradient clipping, tqdm,
-periodic state files (`<run_dir>/<stage>.state.pt`: modules, optimizer, step, loss history) and a
-loss-curve PNG. Re-running a stage resumes from its last saved step; a finished stage returns at once.
+"""A resumable training loop: AdamW with linear warm-up, an optional stretch at the peak rate and
+cosine decay, gradient clipping, tqdm, periodic state files (`<run_dir>/<stage>.state.pt`: modules,
+optimizer, step, loss history) and a loss-curve PNG. Re-running a stage resumes from its last saved
+step; a finished stage returns at once.
 """
 from __future__ import annotations
 

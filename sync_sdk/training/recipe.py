@@ -57,7 +57,7 @@ class TrainConfig:
     stage1_contrastive_weight: float = 1.0  # InfoNCE's weight beside the event-detection loss
     stage2_steps: int = 12000
     stage2_batch: int = 64
-    stage2_lr: float = 2e-3           # constant after the warm-up, as in the prototype run (model card)
+    stage2_lr: float = 2e-3           # constant after the warm-up up to stage2_steps (model card)
     stage2_lag_weight: float = 5.0  # the lag-map loss's weight beside the offset cross-entropy
     stage2_windows: str = "tokens"  # "tokens": TokenWindows (fresh event trains); "clips": bank windows
     stage2_real_video_steps: int = 3000  # then real visual windows, fresh audio tokens, lr cosine to 0

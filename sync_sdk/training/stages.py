@@ -278,22 +278,25 @@ class GridFeatureSet:
         v, a = self.windows(m, w, c, n_segments)
         return v, a, torch.from_numpy(c)
 
-    def sample_offsets_with_lags(self, rng: np.random.Generator, batch: int, n_segments: int,
-                                 clips: np.ndarray, classes: np.ndarray | None = None):
-        """`sample_offsets` plus, per visual token, its event target vweight (B, S*8) and its lag
-        map (B, S*8, 21): under offset class k, how close the window's audio at the place of the
-        token's sound (`lag_geometry`) is to an event sound (0 outside the window's audio)."""
+    def sample_offsets_with_targets(self, rng: np.random.Generator, batch: int, n_segments: int,
+                                    clips: np.ndarray, classes: np.ndarray | None = None):
+        """`sample_offsets` plus the event targets of the window's tokens: visual vweight (B, S*8)
+        and audio (B, S*6)."""
         if self.vtargets is None or self.atargets is None:
             raise ValueError("lag maps need the event targets (GridFeatureSet(..., vtargets, atargets))")
         m, w, c = self.draw(rng, batch, n_segments, clips, classes)
         v, a = self.windows(m, w, c, n_segments)
         g, j = window_indices(w, c, n_segments)
         mi = torch.from_numpy(m)[:, None]
-        vweight = self.vtargets[mi, torch.from_numpy(g)].flatten(1).float()
-        atarget = self.atargets[mi, torch.from_numpy(j)].flatten(1).float()
-        audio_token, inside = lag_geometry(n_segments)
-        lag = atarget[:, torch.from_numpy(audio_token)] * torch.from_numpy(inside).float()
-        return v, a, torch.from_numpy(c), vweight, lag
+        return (v, a, torch.from_numpy(c), self.vtargets[mi, torch.from_numpy(g)].flatten(1).float(),
+                self.atargets[mi, torch.from_numpy(j)].flatten(1).float())
+
+    def sample_offsets_with_lags(self, rng: np.random.Generator, batch: int, n_segments: int,
+                                 clips: np.ndarray, classes: np.ndarray | None = None):
+        """`sample_offsets` plus, per visual token, its event target vweight (B, S*8) and its lag
+        map (B, S*8, 21) (`lag_maps`)."""
+        v, a, c, vweight, atarget = self.sample_offsets_with_targets(rng, batch, n_segments, clips, classes)
+        return v, a, c, vweight, lag_maps(atarget, n_segments)
 
     def sample_syncability(self, rng: np.random.Generator, batch: int, n_segments: int,
                            clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -311,6 +314,14 @@ class GridFeatureSet:
         am = np.where(target == 1, m, other)
         v, a = self.windows(m, w, c, n_segments, audio_clip=am)
         return v, a, torch.from_numpy(target)
+
+
+def lag_maps(atarget: torch.Tensor, n_segments: int) -> torch.Tensor:
+    """Audio token targets (B, S*6) -> lag maps (B, S*8, 21): under offset class k, how close the
+    window's audio at the place of visual token i's sound (`lag_geometry`) is to an event sound
+    (0 outside the window's audio)."""
+    audio_token, inside = lag_geometry(n_segments)
+    return atarget[:, torch.from_numpy(audio_token)] * torch.from_numpy(inside).float()
 
 
 class LagProbe(nn.Linear):

@@ -22,7 +22,8 @@ import torch
 
 from ..grid import OFFSET_GRID_SEC
 from ..synthetic import event_times
-from .data import AUDIO_EVENT_SIGMA_SEC, VISUAL_EVENT_SIGMA_SEC, closeness, lag_geometry, token_centres, window_indices
+from .data import AUDIO_EVENT_SIGMA_SEC, VISUAL_EVENT_SIGMA_SEC, closeness, lag_geometry, token_centres
+from .stages import lag_maps
 
 BIN_EDGES = np.array([0.05, 0.3, 0.7])  # closeness bins: away, near, close, at an event
 SPAN_SEC = (-3.0, 9.0)                  # window-relative span of the drawn events
@@ -50,7 +51,7 @@ class TokenWindows:
         self.vpools = _pools(feats.vfeat[clips], feats.vtargets[clips])
         self.apools = _pools(feats.afeat[clips], feats.atargets[clips])
         self.tv, self.ta = token_centres(n_segments)
-        self.audio_token, inside = lag_geometry(n_segments)
+        _, inside = lag_geometry(n_segments)
         self.lag_times = self.tv[:, None] - OFFSET_GRID_SEC.astype(np.float64)  # (S*8, 21) window time
         self.inside = inside.astype(np.float32)
         self.density = density
@@ -86,16 +87,9 @@ class TokenWindows:
                 torch.from_numpy(vclose).float(), torch.from_numpy(lag * self.inside).float())
 
     def sample_real_video(self, rng: np.random.Generator, batch: int, classes: np.ndarray):
-        """Like `sample`, but the visual tokens are a real window of a bank clip (clip, start and
-        class drawn as `GridFeatureSet.sample_offsets_with_lags` draws them) and each audio token is
-        drawn from the pool of its real target's closeness bin; vweight and lag maps are the real ones."""
-        feats = self.feats
-        m, w, c = feats.draw(rng, batch, self.n_segments, self.clips, classes)
-        v, _ = feats.windows(m, w, c, self.n_segments)
-        g, j = window_indices(w, c, self.n_segments)
-        mi = torch.from_numpy(m)[:, None]
-        vweight = feats.vtargets[mi, torch.from_numpy(g)].flatten(1).float()
-        atarget = feats.atargets[mi, torch.from_numpy(j)].flatten(1).float()
-        a = self._fill(self.apools, atarget.numpy(), rng)
-        lag = atarget[:, torch.from_numpy(self.audio_token)] * torch.from_numpy(self.inside)
-        return v, a, torch.from_numpy(c), vweight, lag
+        """Like `sample`, but the visual tokens, vweight and lag maps are those of a real bank window
+        (`GridFeatureSet.sample_offsets_with_targets`) and each audio token is drawn from the pool
+        of its real target's closeness bin."""
+        v, _, c, vweight, atarget = self.feats.sample_offsets_with_targets(rng, batch, self.n_segments, self.clips,
+                                                                           classes)
+        return v, self._fill(self.apools, atarget.numpy(), rng), c, vweight, lag_maps(atarget, self.n_segments)
