@@ -287,7 +287,8 @@ def test_real_video_windows_keep_the_bank_video_and_redraw_the_audio():
     ident = lambda t: torch.from_numpy(np.stack([t, np.arange(t.size).reshape(t.shape)], -1)).float()  # noqa: E731
     feats = stages.GridFeatureSet(ident(vt), ident(at), vt, at)
     clips = np.array([1, 2])
-    v, a, c, vweight, lag = TokenWindows(feats, clips, 14).sample_real_video(np.random.default_rng(3), 32, np.arange(21))
+    windows = TokenWindows(feats, clips, 14)
+    v, a, c, vweight, lag = windows.sample_real_video(np.random.default_rng(3), 32, np.arange(21))
     rv, ra, rc, rweight, rlag = feats.sample_offsets_with_lags(np.random.default_rng(3), 32, 14, clips)
     for got, ref in ((v, rv), (c, rc), (vweight, rweight), (lag, rlag)):
         assert torch.equal(got, ref)

@@ -283,7 +283,8 @@ class GridFeatureSet:
         """`sample_offsets` plus the event targets of the window's tokens: visual vweight (B, S*8)
         and audio (B, S*6)."""
         if self.vtargets is None or self.atargets is None:
-            raise ValueError("windows with token targets need the event targets (GridFeatureSet(..., vtargets, atargets))")
+            raise ValueError("windows with token targets need the event targets "
+                             "(GridFeatureSet(..., vtargets, atargets))")
         m, w, c = self.draw(rng, batch, n_segments, clips, classes)
         v, a = self.windows(m, w, c, n_segments)
         g, j = window_indices(w, c, n_segments)
