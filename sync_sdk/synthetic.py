@@ -23,6 +23,7 @@ FPS = 25
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 KINDS = ("mixed", "beep_flash")
+TEST_PATTERN_RATE = 0.2  # share of beep/flash scenes when make_scene draws the kind
 FRAME_SIZES = ((256, 256), (256, 320), (256, 340), (320, 256))  # (H, W), shortest side 256
 SHAPES = ("circle", "square", "diamond", "ring", "cross")
 _NOISE_BANK = 8
@@ -440,6 +441,15 @@ class Scene:
         return np.clip(out, -1, 1)
 
 
+def _draw_kind(rng: np.random.Generator) -> str:
+    return "beep_flash" if rng.random() < TEST_PATTERN_RATE else "mixed"
+
+
+def scene_kind(seed: int) -> str:
+    """The kind `make_scene(seed, ...)` draws when it is not given one (cheap: no rendering)."""
+    return _draw_kind(np.random.default_rng(seed))
+
+
 def make_scene(seed: int, t_start: float, t_end: float, kind: str | None = None,
                size: tuple[int, int] | None = None) -> Scene:
     """Draw a random scene (all of it a function of `seed`) spanning [t_start, t_end] seconds.
@@ -451,7 +461,7 @@ def make_scene(seed: int, t_start: float, t_end: float, kind: str | None = None,
         raise ValueError(f"scene span must contain time 0: got [{t_start}, {t_end}]")
     rng = np.random.default_rng(seed)
     if kind is None:
-        kind = "beep_flash" if rng.random() < 0.2 else "mixed"
+        kind = _draw_kind(rng)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     h, w = size if size is not None else FRAME_SIZES[rng.integers(len(FRAME_SIZES))]

@@ -110,6 +110,13 @@ def test_no_overlap_audio_is_from_another_scene():
     assert np.array_equal(clip.audio, other.audio(0, len(clip.audio)))
 
 
+def test_scene_kind_is_the_kind_make_scene_draws():
+    kinds = [S.scene_kind(seed) for seed in range(40)]
+    assert set(kinds) == set(S.KINDS)
+    assert all(S.make_scene(seed, -0.5, 0.5).kind == kinds[seed] for seed in range(0, 40, 3))
+    assert all(S.make_scene(seed, -0.5, 0.5).kind == "beep_flash" for seed in range(40) if kinds[seed] == "beep_flash")
+
+
 def test_file_round_trip_keeps_offset(tmp_path):
     offset = 1.4
     clip = S.generate_clip(4, offset, kind="beep_flash")

@@ -298,6 +298,77 @@ def test_real_video_windows_keep_the_bank_video_and_redraw_the_audio():
     assert set(a[..., 1].flatten().tolist()) <= own  # drawn from the training clips' tokens only
 
 
+def _clip_id_feats(groups, n_video=40, n_audio=413):
+    """Features whose channel 0 holds the clip index, with random event targets."""
+    rng = np.random.default_rng(0)
+    m = len(groups)
+    vt = rng.choice([0.0, 0.5, 0.9], (m, n_video, 8)).astype(np.float32)
+    at = rng.choice([0.0, 0.5, 0.9], (m, n_audio, 6)).astype(np.float32)
+    clip_id = lambda shape: torch.arange(m, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(*shape, 2)  # noqa: E731
+    return stages.GridFeatureSet(clip_id(vt.shape), clip_id(at.shape), vt, at, groups)
+
+
+def test_no_overlap_windows_take_audio_of_another_clip_of_the_same_kind():
+    """draw_syncability: half the windows keep their own audio; the others take another clip's audio,
+    of the same group wherever `clips` holds one (clip 4 is alone in its group: any other clip)."""
+    groups = np.array(["mixed", "mixed", "beep_flash", "beep_flash", "other"])
+    feats = _clip_id_feats(groups)
+    v, a, target = feats.sample_syncability(np.random.default_rng(1), 512, 13, np.arange(5))
+    own, heard = v[:, 0, 0].long().numpy(), a[:, 0, 0].long().numpy()
+    assert torch.all(a[..., 0] == a[:, :1, 0]) and 0.4 < target.float().mean() < 0.6
+    pos = target.numpy() == 1
+    assert np.array_equal(heard[pos], own[pos]) and np.all(heard[~pos] != own[~pos])
+    paired = ~pos & (own != 4)
+    assert np.array_equal(groups[heard[paired]], groups[own[paired]])
+    assert np.any(~pos & (own == 4))
+    assert len(set(heard[~pos & (own == 4)])) > 1
+    with pytest.raises(ValueError, match="one per clip"):
+        stages.GridFeatureSet(feats.vfeat, feats.afeat, groups=groups[:3])
+
+
+def test_syncability_windows_carry_lag_maps_of_their_positives():
+    """sample_syncability_with_lags: the same windows as sample_syncability; vweight is the bank's
+    visual targets on synchronizable windows and 0 on the others; lag maps follow the own audio."""
+    feats = _clip_id_feats(np.array([0, 0, 1, 1]))
+    clips = np.arange(4)
+    v, a, target, c, vweight, lag = feats.sample_syncability_with_lags(np.random.default_rng(2), 64, 13, clips)
+    rv, ra, rt = feats.sample_syncability(np.random.default_rng(2), 64, 13, clips)
+    assert torch.equal(v, rv) and torch.equal(a, ra) and torch.equal(target, rt)
+    m, w, c_ref, _, _ = feats.draw_syncability(np.random.default_rng(2), 64, 13, clips)
+    g, j = data.window_indices(w, c_ref, 13)
+    assert np.array_equal(c.numpy(), c_ref)
+    assert torch.equal(vweight, feats.vtargets[m[:, None], g].flatten(1) * target[:, None])
+    assert torch.equal(lag, stages.lag_maps(feats.atargets[m[:, None], j].flatten(1), 13))
+    with pytest.raises(ValueError, match="event targets"):
+        stages.GridFeatureSet(feats.vfeat, feats.afeat).sample_syncability_with_lags(
+            np.random.default_rng(0), 4, 13, clips)
+
+
+def test_stage3_loss_keeps_the_offset_losses_on_positives_only():
+    """syncability_and_offset_loss: logits equal the model's head; the offset cross-entropy is that
+    of the offset probe on the positives' OFF token (0 when there are none); the lag loss counts
+    where vweight > 0."""
+    torch.manual_seed(0)
+    from sync_sdk.training.recipe import offset_probe_from, syncability_model
+    sync_model = stages.init_weights(build_model("tiny"), 0)
+    model = syncability_model(sync_model, 0)
+    off, lag_probe = offset_probe_from(sync_model), stages.LagProbe(model.config)
+    v, a = torch.randn(8, 104, 64), torch.randn(8, 78, 48)
+    target, c = torch.tensor([1, 0, 1, 0, 1, 1, 0, 0]), torch.arange(8)
+    vweight, lag = torch.rand(8, 104) * target[:, None], (torch.rand(8, 104, 21) > 0.8).float()
+    logits, offset_ce, lag_loss = stages.syncability_and_offset_loss(model, off, lag_probe, v, a, target, c,
+                                                                     vweight, lag)
+    assert logits.shape == (8, 2) and torch.allclose(logits, model.head(v, a), atol=1e-6)
+    tokens = model.transformer.tokens(model.vproj(v), model.aproj(a))
+    pos = target == 1
+    ref = torch.nn.functional.cross_entropy(off(tokens[pos, 0]), c[pos])
+    assert torch.allclose(offset_ce, ref, atol=1e-6) and lag_loss > 0
+    none = stages.syncability_and_offset_loss(model, off, lag_probe, v, a, torch.zeros(8, dtype=torch.long), c,
+                                              vweight * 0, lag)
+    assert none[1].item() == 0.0 and none[2].item() == 0.0
+    assert torch.equal(off.weight, sync_model.transformer.off_head.weight)
+
+
 def test_lag_loss_trains_the_probe_and_the_head():
     """offset_and_lag_loss: logits equal model.head's; a few steps on a fixed batch lower the lag loss."""
     torch.manual_seed(0)
