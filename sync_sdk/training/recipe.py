@@ -195,7 +195,7 @@ def run_stage3(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
     """Stage 3 from the stage-2 head, with stage 2's off_head (as offset_probe) and lag probe kept
     training on the synchronizable windows (weight cfg.stage3_offset_weight). Without them the head
     forgets the matching: benchmark accuracy / AUC 0.601 / 0.647 against 0.629 / 0.674 with them, and
-    two runs that should agree differed by 0.08 in AUC (model card item 8)."""
+    two runs that differed only in 200 more clips were 0.08 apart in AUC (model card item 8)."""
     train_clips = np.arange(cfg.val_clips, len(feats))
     n_seg = model.config.n_segments
 

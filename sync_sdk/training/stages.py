@@ -370,9 +370,14 @@ def offset_and_lag_loss(model: nn.Module, probe: LagProbe, v: torch.Tensor, a: t
     """One head pass: offset logits (B, 21) from the OFF token, and the lag-map loss: binary
     cross-entropy of `probe` on the visual tokens' outputs against lag (B, S*8, 21), averaged over
     the 21 classes, weighted by vweight (B, S*8) (tokens at a visual event count)."""
-    tokens = model.transformer.tokens(model.vproj(v), model.aproj(a))
-    logits = getattr(model.transformer, model.transformer.head_name)(tokens[:, 0])
+    tokens, logits = _head_pass(model, v, a)
     return logits, _lag_loss(probe, tokens[:, 1:1 + v.shape[1]], vweight, lag)
+
+
+def _head_pass(model: nn.Module, v: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's output tokens (B, 2 + S*8 + S*6, D) and its logits (B, num_classes) from the OFF token."""
+    tokens = model.transformer.tokens(model.vproj(v), model.aproj(a))
+    return tokens, getattr(model.transformer, model.transformer.head_name)(tokens[:, 0])
 
 
 def _lag_loss(probe: LagProbe, visual_out: torch.Tensor, vweight: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
@@ -386,8 +391,7 @@ def syncability_and_offset_loss(model: nn.Module, offset_probe: nn.Linear, lag_p
     """Stage 3's pass over `sample_syncability_with_lags` windows: synchronizability logits (B, 2),
     and the stage-2 losses kept on the synchronizable windows (target 1): the offset cross-entropy
     of `offset_probe` (the stage-2 off_head) on the OFF token and the lag-map loss."""
-    tokens = model.transformer.tokens(model.vproj(v), model.aproj(a))
-    logits = getattr(model.transformer, model.transformer.head_name)(tokens[:, 0])
+    tokens, logits = _head_pass(model, v, a)
     pos = target == 1
     offset_ce = (nn.functional.cross_entropy(offset_probe(tokens[pos, 0]), c[pos]) if bool(pos.any())
                  else tokens.new_zeros(()))
