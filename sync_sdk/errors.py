@@ -68,6 +68,11 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint file does not exist."""
 
 
+# --- training ---------------------------------------------------------------------------------
+class TrainingError(SyncSDKError, RuntimeError):
+    """A training run cannot go on (for example: stage 2 stayed at chance with every head draw)."""
+
+
 # --- media / input (added with the media module) --------------------------------------------
 class InvalidArrayError(InputError):
     """Frames or audio passed as arrays have an unusable shape, size, dtype or rate."""

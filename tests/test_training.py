@@ -1,4 +1,6 @@
 """Training: grid arithmetic matches the runtime's segments, losses fall, runs resume, metrics."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -7,13 +9,14 @@ torch = pytest.importorskip("torch")
 from sync_sdk import segments  # noqa: E402
 from sync_sdk.checkpoint import load_checkpoint  # noqa: E402
 from sync_sdk.config import ModelConfig  # noqa: E402
+from sync_sdk.errors import TrainingError  # noqa: E402
 from sync_sdk.grid import OFFSET_GRID_SEC, class_to_offset  # noqa: E402
 from sync_sdk.model import build_model  # noqa: E402
 from sync_sdk.training import data, stages  # noqa: E402
 from sync_sdk.training.loop import Schedule, train_stage  # noqa: E402
 from sync_sdk.training.losses import info_nce  # noqa: E402
 from sync_sdk.training.metrics import offset_accuracy, roc_auc, sync_accuracy  # noqa: E402
-from sync_sdk.training.recipe import TrainConfig, train  # noqa: E402
+from sync_sdk.training.recipe import TrainConfig, stalled, train  # noqa: E402
 
 
 def test_grid_windows_are_the_runtime_segments_at_each_offset():
@@ -415,8 +418,8 @@ def test_head_training_resumes(tmp_path):
 
 def test_recipe_end_to_end_and_resume(tmp_path):
     cfg = TrainConfig(run_dir=str(tmp_path / "run"), clips=3, clip_segments=15, val_clips=1, stage1_steps=1,
-                      stage1_batch=1, stage2_steps=4, stage2_batch=8, stage3_steps=3, stage3_batch=8,
-                      bundle=str(tmp_path / "bundle"))
+                      stage1_batch=1, stage2_steps=4, stage2_real_video_steps=2, stage2_batch=8, stage3_steps=3,
+                      stage3_batch=8, bundle=str(tmp_path / "bundle"))
     log = train(cfg)
     assert set(log["times"]) == {"bank", "stage1", "features", "stage2", "stage3"}
     assert 0.0 <= log["metrics"]["val_acc1"] <= log["metrics"]["val_acc1_pm1"] <= 1.0
@@ -427,7 +430,34 @@ def test_recipe_end_to_end_and_resume(tmp_path):
     assert (sab.config.variant, sab.config.n_segments) == ("synchronizability", 13)
     enc = [k for k in sync.state_dict if k.startswith(("vfeat_extractor", "afeat_extractor"))]
     assert all(np.array_equal(sync.state_dict[k], sab.state_dict[k]) for k in enc)
+    assert log["final_step"]["stage2"]["step"] == 5  # 4 TokenWindows steps, then 2 on real video windows
     again = train(cfg)  # everything done: nothing retrained, same weights
     assert again["final_step"] == log["final_step"]
     assert np.array_equal(load_checkpoint(tmp_path / "run" / "model.safetensors").state_dict["transformer.off_head.weight"],
                           sync.state_dict["transformer.off_head.weight"])
+
+
+def test_stalled_reads_the_batch_accuracy_at_the_takeoff_step():
+    cfg = TrainConfig(run_dir="unused", stage2_steps=12000, stage2_takeoff_step=2000)  # 3 classes at step 2,000
+    history = lambda acc, n=2000: [{"acc": acc}] * n  # noqa: E731
+    assert stalled(cfg, history(0.45)) and not stalled(cfg, history(0.55))
+    assert not stalled(cfg, history(0.45, 1999)) and not stalled(cfg, history(0.45, 2001))
+    assert not stalled(dataclasses.replace(cfg, stage2_takeoff_step=0), history(0.45))
+    assert not stalled(dataclasses.replace(cfg, stage2_steps=1500), history(0.45))  # past the TokenWindows phase
+
+
+def test_stage2_sets_aside_a_head_draw_that_stays_at_chance(tmp_path):
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), clips=3, clip_segments=15, val_clips=1, stage1_steps=1,
+                      stage1_batch=1, stage2_steps=4, stage2_real_video_steps=2, stage2_batch=8, stage3_steps=2,
+                      stage3_batch=8, stage2_takeoff_step=2, stage2_takeoff_ratio=100.0, stage2_draws=2)
+    with pytest.raises(TrainingError, match="all 2 head draws"):
+        train(cfg)
+    run = tmp_path / "run"
+    first, second = (torch.load(run / f"stage2.draw{k}.state.pt", weights_only=True) for k in (0, 1))
+    assert first["step"] == second["step"] == 2
+    w = "transformer.off_head.weight"
+    assert not torch.equal(first["modules"]["model"][w], second["modules"]["model"][w])
+    assert [h["step"] for h in second["history"]] == [0, 1]  # the second draw started again at step 0
+    log = train(dataclasses.replace(cfg, stage2_takeoff_ratio=0.0, stage2_draws=3))  # resumes with draw 2
+    assert log["stage2_head_draw"] == 2 and len(log["final_step"]) == 3
+    assert log["final_step"]["stage2"]["step"] == 5

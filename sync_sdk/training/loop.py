@@ -45,11 +45,14 @@ StepFn = Callable[[int], tuple[torch.Tensor, dict]]
 
 
 def train_stage(name: str, run_dir: Path, modules: dict[str, nn.Module], params: list[nn.Parameter],
-                schedule: Schedule, step_fn: StepFn, on_save: Callable[[], None] | None = None) -> list[dict]:
+                schedule: Schedule, step_fn: StepFn, on_save: Callable[[], None] | None = None,
+                stop_when: Callable[[list[dict]], bool] | None = None) -> list[dict]:
     """Run `step_fn(step) -> (loss, metrics)` for schedule.steps optimizer steps on `params`.
 
     modules: everything whose state must survive a restart (the model, auxiliary heads).
     on_save: called after each state save (e.g. to write the model's safetensors checkpoint).
+    stop_when: asked with the history after each step (and on resuming); True saves the state and
+    returns early.
     Returns the history: one dict per step (step, lr, loss and the step's metrics).
     """
     run_dir = Path(run_dir)
@@ -62,7 +65,7 @@ def train_stage(name: str, run_dir: Path, modules: dict[str, nn.Module], params:
             module.load_state_dict(state["modules"][key])
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
-    if start >= schedule.steps:
+    if start >= schedule.steps or (stop_when is not None and history and stop_when(history)):
         return history
     for m in modules.values():
         m.train()
@@ -79,10 +82,13 @@ def train_stage(name: str, run_dir: Path, modules: dict[str, nn.Module], params:
         opt.step()
         history.append({"step": step, "lr": lr, "loss": loss.item(), **metrics})
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
-        if (step + 1) % schedule.save_every == 0 or step + 1 == schedule.steps:
+        stop = stop_when is not None and stop_when(history)
+        if stop or (step + 1) % schedule.save_every == 0 or step + 1 == schedule.steps:
             _save_state(state_path, modules, opt, step + 1, history)
             if on_save is not None:
                 on_save()
+        if stop:
+            break
     return history
 
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .. import synthetic
 from ..checkpoint import save_checkpoint
 from ..config import ModelConfig
+from ..errors import TrainingError
 from ..grid import NUM_OFFSET_CLASSES
 from ..model import build_model, load_weights
 from .data import long_clip
@@ -63,6 +64,9 @@ class TrainConfig:
     stage2_lag_weight: float = 5.0  # the lag-map loss's weight beside the offset cross-entropy
     stage2_windows: str = "tokens"  # "tokens": TokenWindows (fresh event trains); "clips": bank windows
     stage2_real_video_steps: int = 6000  # then real visual windows, fresh audio tokens, lr cosine to 0
+    stage2_takeoff_step: int = 2000   # 0: no check. At this step the head must have left chance ...
+    stage2_takeoff_ratio: float = 1.5  # ... (mean batch accuracy of its last 250 steps >= ratio x chance),
+    stage2_draws: int = 8             # else stage 2 restarts from a new head draw, at most this many draws
     stage3_steps: int = 1600
     stage3_batch: int = 64
     stage3_lr: float = 2e-3
@@ -147,14 +151,18 @@ def run_stage1(cfg: TrainConfig, model: torch.nn.Module, bank: ClipBank, run: Pa
 
 
 def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, run: Path
-               ) -> tuple[list[dict], LagProbe]:
-    """Stage 2; returns its history and the trained lag probe."""
+               ) -> tuple[list[dict], LagProbe, int]:
+    """Stage 2; returns its history, the trained lag probe and the head draw that took off.
+
+    Whether the head leaves chance depends on its initial draw (of 6 draws on one GPU, 2 had by step
+    2,000; model card item 9). Draw 0 is the recipe's (torch's generator as `train` left it); a draw
+    still at chance at cfg.stage2_takeoff_step is set aside (`stage2.drawN.state.pt`) and stage 2
+    starts again from the next one (`draw_seed`), the window stream unchanged."""
     train_clips = np.arange(cfg.val_clips, len(feats))
     n_seg = model.config.n_segments
-    init_head_(model, feats.vfeat[train_clips], feats.afeat[train_clips])  # a resumed run loads its state over it
-
-    probe = LagProbe(model.config)
     windows = TokenWindows(feats, train_clips, n_seg)
+    draw_file = run / "stage2_draw.json"
+    draw = json.loads(draw_file.read_text())["draw"] if draw_file.exists() else 0
 
     def step(i: int):
         rng = np.random.default_rng([cfg.seed, 2, i])
@@ -171,12 +179,42 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
         return loss + cfg.stage2_lag_weight * lag_loss, {"acc": acc, "lag": lag_loss.item()}
 
     save = lambda: save_checkpoint(run / "model.safetensors", _state_dict(model), model.config)  # noqa: E731
-    history = train_stage("stage2", run, {"model": model, "lag_probe": probe},
-                          head_parameters(model) + list(probe.parameters()),
-                          Schedule(cfg.stage2_steps + cfg.stage2_real_video_steps, cfg.stage2_lr, warmup=100,
-                                   weight_decay=0.01, decay_from=cfg.stage2_steps, floor=0.0, save_every=250),
-                          step, save)
-    return history, probe
+    schedule = Schedule(cfg.stage2_steps + cfg.stage2_real_video_steps, cfg.stage2_lr, warmup=100,
+                        weight_decay=0.01, decay_from=cfg.stage2_steps, floor=0.0, save_every=250)
+    while True:
+        if draw > 0:
+            torch.manual_seed(draw_seed(cfg, draw))
+        init_head_(model, feats.vfeat[train_clips], feats.afeat[train_clips])  # a resumed run loads its state over it
+        probe = LagProbe(model.config)
+        history = train_stage("stage2", run, {"model": model, "lag_probe": probe},
+                              head_parameters(model) + list(probe.parameters()), schedule, step, save,
+                              stop_when=lambda h: stalled(cfg, h))
+        if not stalled(cfg, history):
+            return history, probe, draw
+        (run / "stage2.state.pt").replace(run / f"stage2.draw{draw}.state.pt")
+        draw += 1
+        draw_file.write_text(json.dumps({"draw": draw}))
+        if draw >= cfg.stage2_draws:
+            raise TrainingError(f"stage 2 stayed at chance at step {cfg.stage2_takeoff_step} with all {draw} head "
+                                f"draws (set aside in {run}/stage2.draw*.state.pt); try another --seed, or more "
+                                "--stage2-draws to go on with the next draw")
+        tqdm.write(f"stage 2: head draw {draw - 1} still at chance at step {len(history)}; next draw {draw}")
+
+
+def draw_seed(cfg: TrainConfig, draw: int) -> int:
+    """torch seed of stage 2's head draw `draw` >= 1 (draw 0 uses the generator as `train` left it)."""
+    return int(np.random.SeedSequence([cfg.seed, 2, draw]).generate_state(1)[0])
+
+
+def stalled(cfg: TrainConfig, history: list[dict]) -> bool:
+    """True when stage 2's history ends at cfg.stage2_takeoff_step (within the TokenWindows phase)
+    and the mean batch accuracy of its last 250 steps is below cfg.stage2_takeoff_ratio x chance
+    for the classes drawn then (1/3 with the curriculum of a 12,000-step run at step 2,000)."""
+    at = cfg.stage2_takeoff_step
+    if not at or at > cfg.stage2_steps or len(history) != at:
+        return False
+    chance = 1.0 / len(curriculum_classes(at - 1, cfg.stage2_steps))
+    return float(np.mean([h["acc"] for h in history[-250:]])) < cfg.stage2_takeoff_ratio * chance
 
 
 def syncability_model(sync_model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -269,14 +307,14 @@ def train(cfg: TrainConfig) -> dict:
     kinds = [synthetic.scene_kind(bank_seed(cfg, i)) for i in range(len(bank))]
     feats = timed("features", lambda: grid_features(model, bank, groups=kinds))
     del bank
-    histories["stage2"], lag_probe = timed("stage2", lambda: run_stage2(cfg, model, feats, run))
+    histories["stage2"], lag_probe, draw = timed("stage2", lambda: run_stage2(cfg, model, feats, run))
     sab = freeze_encoders(syncability_model(model, cfg.seed))
     histories["stage3"] = timed("stage3", lambda: run_stage3(cfg, sab, feats, run, offset_probe_from(model), lag_probe))
     plot_losses(histories, run / "loss_curve.png")
     metrics = {**stage1_metrics, **validate(model, sab, feats, np.arange(cfg.val_clips), cfg.seed)}
     final = {k: histories[k][-1] for k in histories if histories[k]}
     log = {"config": {k: v for k, v in asdict(cfg).items() if k != "times"}, "times": times,
-           "total_sec": sum(times.values()), "metrics": metrics, "final_step": final,
+           "total_sec": sum(times.values()), "metrics": metrics, "final_step": final, "stage2_head_draw": draw,
            "num_offset_classes": NUM_OFFSET_CLASSES}
     log_path.write_text(json.dumps(log, indent=1))
     if cfg.bundle:
