@@ -416,10 +416,15 @@ def test_head_training_resumes(tmp_path):
     assert len(more) == 15 and more[:12] == first
 
 
+def tiny_recipe(tmp_path, **settings) -> TrainConfig:
+    """A whole recipe run in seconds: 3 short clips, a few steps per stage."""
+    return TrainConfig(run_dir=str(tmp_path / "run"), clips=3, clip_segments=15, val_clips=1, stage1_steps=1,
+                       stage1_batch=1, stage2_steps=4, stage2_real_video_steps=2, stage2_batch=8, stage3_steps=3,
+                       stage3_batch=8, **settings)
+
+
 def test_recipe_end_to_end_and_resume(tmp_path):
-    cfg = TrainConfig(run_dir=str(tmp_path / "run"), clips=3, clip_segments=15, val_clips=1, stage1_steps=1,
-                      stage1_batch=1, stage2_steps=4, stage2_real_video_steps=2, stage2_batch=8, stage3_steps=3,
-                      stage3_batch=8, bundle=str(tmp_path / "bundle"))
+    cfg = tiny_recipe(tmp_path, bundle=str(tmp_path / "bundle"))
     log = train(cfg)
     assert set(log["times"]) == {"bank", "stage1", "features", "stage2", "stage3"}
     assert 0.0 <= log["metrics"]["val_acc1"] <= log["metrics"]["val_acc1_pm1"] <= 1.0
@@ -447,9 +452,7 @@ def test_stalled_reads_the_batch_accuracy_at_the_takeoff_step():
 
 
 def test_stage2_sets_aside_a_head_draw_that_stays_at_chance(tmp_path):
-    cfg = TrainConfig(run_dir=str(tmp_path / "run"), clips=3, clip_segments=15, val_clips=1, stage1_steps=1,
-                      stage1_batch=1, stage2_steps=4, stage2_real_video_steps=2, stage2_batch=8, stage3_steps=2,
-                      stage3_batch=8, stage2_takeoff_step=2, stage2_takeoff_ratio=100.0, stage2_draws=2)
+    cfg = tiny_recipe(tmp_path, stage2_takeoff_step=2, stage2_takeoff_ratio=100.0, stage2_draws=2)
     with pytest.raises(TrainingError, match="all 2 head draws"):
         train(cfg)
     run = tmp_path / "run"
