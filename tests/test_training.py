@@ -396,6 +396,8 @@ def test_schedule_warms_up_then_holds_then_decays():
     assert cosine.lr_at(99) == pytest.approx(5e-5, rel=0.01) and flat.lr_at(99) == 1e-3
     assert held.lr_at(59) == held.lr_at(60) == 1e-3 and cosine.lr_at(59) < 1e-3
     assert held.lr_at(80) == pytest.approx(5e-4) and 0 < held.lr_at(99) < 2e-6
+    jump = Schedule(100, 1e-3, warmup=10, decay_from=60, floor=0.0, decay_lr=4e-3)  # stage 2's real-video phase
+    assert jump.lr_at(59) == 1e-3 and jump.lr_at(60) == 4e-3 and jump.lr_at(80) == pytest.approx(2e-3)
 
 
 def test_head_training_resumes(tmp_path):

@@ -19,8 +19,8 @@ from tqdm import tqdm
 @dataclass(frozen=True)
 class Schedule:
     """Steps, peak learning rate, warm-up steps, weight decay, state-save period. After the warm-up
-    the rate stays at the peak until step `decay_from`, then follows a cosine down to `floor` times
-    the peak at the last step (decay_from >= steps: constant)."""
+    the rate stays at the peak until step `decay_from`, then follows a cosine from `decay_lr` (default:
+    the peak) down to `floor` times that at the last step (decay_from >= steps: constant)."""
 
     steps: int
     lr: float
@@ -30,6 +30,7 @@ class Schedule:
     clip_grad: float = 1.0
     decay_from: int = 0
     floor: float = 0.05
+    decay_lr: float | None = None
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -38,7 +39,8 @@ class Schedule:
         if step < start:
             return self.lr
         t = (step - start) / max(1, self.steps - start)
-        return self.lr * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+        top = self.lr if self.decay_lr is None else self.decay_lr
+        return top * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
 StepFn = Callable[[int], tuple[torch.Tensor, dict]]

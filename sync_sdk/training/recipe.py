@@ -63,13 +63,14 @@ class TrainConfig:
     stage2_lr: float = 2e-3           # constant after the warm-up up to stage2_steps (model card)
     stage2_lag_weight: float = 5.0  # the lag-map loss's weight beside the offset cross-entropy
     stage2_windows: str = "tokens"  # "tokens": TokenWindows (fresh event trains); "clips": bank windows
-    stage2_real_video_steps: int = 6000  # then real visual windows, fresh audio tokens, lr cosine to 0
+    stage2_real_video_steps: int = 6000  # then real visual windows, fresh audio tokens, ...
+    stage2_real_video_lr: float = 6e-3  # ... lr cosine from this to 0 (model card item 11)
     stage2_takeoff_step: int = 2000   # 0: no check. At this step the head must have left chance ...
     stage2_takeoff_ratio: float = 1.5  # ... (mean batch accuracy of its last 250 steps >= ratio x chance),
     stage2_draws: int = 8             # else stage 2 restarts from a new head draw, at most this many draws
     stage3_steps: int = 1600
     stage3_batch: int = 64
-    stage3_lr: float = 2e-3
+    stage3_lr: float = 6e-3          # model card item 11
     stage3_offset_weight: float = 1.0  # stage 2's losses (offset + lag map) kept on the positives
     bundle: str | None = None      # copy the final model files here
     times: dict = field(default_factory=dict)
@@ -180,7 +181,8 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
 
     save = lambda: save_checkpoint(run / "model.safetensors", _state_dict(model), model.config)  # noqa: E731
     schedule = Schedule(cfg.stage2_steps + cfg.stage2_real_video_steps, cfg.stage2_lr, warmup=100,
-                        weight_decay=0.01, decay_from=cfg.stage2_steps, floor=0.0, save_every=250)
+                        weight_decay=0.01, decay_from=cfg.stage2_steps, floor=0.0, save_every=250,
+                        decay_lr=cfg.stage2_real_video_lr)
     while True:
         if draw > 0:
             torch.manual_seed(draw_seed(cfg, draw))
