@@ -301,6 +301,21 @@ def test_real_video_windows_keep_the_bank_video_and_redraw_the_audio():
     assert set(a[..., 1].flatten().tolist()) <= own  # drawn from the training clips' tokens only
 
 
+def test_real_video_windows_can_come_from_other_clips_than_the_token_pools():
+    """video_clips (the recipe's extra clips): the visual windows come from them, the audio tokens
+    still from the pools of `clips`."""
+    from sync_sdk.training.token_windows import TokenWindows
+    rng = np.random.default_rng(0)
+    vt = rng.choice([0.0, 0.5, 0.9], (3, 40, 8)).astype(np.float32)
+    at = rng.choice([0.0, 0.5, 0.9], (3, 413, 6)).astype(np.float32)
+    clip_of = lambda t: torch.arange(3.0)[:, None, None, None].expand(*t.shape, 1)  # noqa: E731
+    feats = stages.GridFeatureSet(clip_of(vt), clip_of(at), vt, at)
+    windows = TokenWindows(feats, np.array([0, 1]), 14, video_clips=np.array([2]))
+    v, a, *_ = windows.sample_real_video(np.random.default_rng(1), 16, np.arange(21))
+    assert torch.all(v == 2) and set(a.flatten().tolist()) == {0.0, 1.0}
+    assert torch.all(TokenWindows(feats, np.array([1]), 14).sample_real_video(rng, 4, np.arange(21))[0] == 1)
+
+
 def _clip_id_feats(groups, n_video=40, n_audio=413):
     """Features whose channel 0 holds the clip index, with random event targets."""
     rng = np.random.default_rng(0)
@@ -420,15 +435,16 @@ def test_head_training_resumes(tmp_path):
 
 def tiny_recipe(tmp_path, **settings) -> TrainConfig:
     """A whole recipe run in seconds: 3 short clips, a few steps per stage."""
-    return TrainConfig(run_dir=str(tmp_path / "run"), clips=3, clip_segments=15, val_clips=1, stage1_steps=1,
-                       stage1_batch=1, stage2_steps=4, stage2_real_video_steps=2, stage2_batch=8, stage3_steps=3,
-                       stage3_batch=8, **settings)
+    settings = {"clips": 3, "extra_clips": 0, **settings}
+    return TrainConfig(run_dir=str(tmp_path / "run"), clip_segments=15, val_clips=1, stage1_steps=1, stage1_batch=1,
+                       stage2_steps=4, stage2_real_video_steps=2, stage2_batch=8, stage3_steps=3, stage3_batch=8,
+                       **settings)
 
 
 def test_recipe_end_to_end_and_resume(tmp_path):
-    cfg = tiny_recipe(tmp_path, bundle=str(tmp_path / "bundle"))
+    cfg = tiny_recipe(tmp_path, bundle=str(tmp_path / "bundle"), extra_clips=1)
     log = train(cfg)
-    assert set(log["times"]) == {"bank", "stage1", "features", "stage2", "stage3"}
+    assert set(log["times"]) == {"bank", "stage1", "features", "extra_clips", "stage2", "stage3"}
     assert 0.0 <= log["metrics"]["val_acc1"] <= log["metrics"]["val_acc1_pm1"] <= 1.0
     assert 0.0 <= log["metrics"]["visual_event_auc"] <= 1.0 and 0.0 <= log["metrics"]["audio_event_auc"] <= 1.0
     sync = load_checkpoint(tmp_path / "bundle" / "model.safetensors")
@@ -442,6 +458,26 @@ def test_recipe_end_to_end_and_resume(tmp_path):
     assert again["final_step"] == log["final_step"]
     assert np.array_equal(load_checkpoint(tmp_path / "run" / "model.safetensors").state_dict["transformer.off_head.weight"],
                           sync.state_dict["transformer.off_head.weight"])
+
+
+def test_extra_clips_are_the_clips_a_larger_bank_would_hold(tmp_path):
+    """build_extra: clips cfg.clips.. get the seeds, features, targets and kinds that a bank of
+    cfg.clips + extra_clips clips gives its last clips through grid_features."""
+    from sync_sdk import synthetic
+    from sync_sdk.training.recipe import bank_seed, build_bank, build_extra
+    cfg = tiny_recipe(tmp_path, clips=2, extra_clips=1)
+    model = stages.freeze_encoders(stages.init_weights(build_model("tiny"), 0))
+    extra = build_extra(cfg, model, tmp_path / "run")
+    bigger = dataclasses.replace(cfg, clips=3, extra_clips=0)
+    kinds = [synthetic.scene_kind(bank_seed(cfg, i)) for i in range(3)]
+    ref = stages.grid_features(model, build_bank(bigger, model, tmp_path / "bigger"), groups=kinds)
+    assert len(extra) == 1 and list(extra.groups) == kinds[2:]
+    for got, want in ((extra.vfeat, ref.vfeat), (extra.afeat, ref.afeat), (extra.vtargets, ref.vtargets),
+                      (extra.atargets, ref.atargets)):
+        assert torch.allclose(got[0], want[2], atol=1e-6)
+    assert not torch.allclose(extra.vfeat[0], ref.vfeat[1], atol=1e-3)
+    both = ref.extended(extra)
+    assert len(both) == 4 and torch.equal(both.afeat[3], extra.afeat[0]) and list(both.groups) == kinds + kinds[2:]
 
 
 def test_stalled_reads_the_batch_accuracy_at_the_takeoff_step():

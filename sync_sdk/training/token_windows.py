@@ -42,12 +42,15 @@ def _pools(feats: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
 
 
 class TokenWindows:
-    """Windows of `n_segments` segments from the tokens of `clips` of a GridFeatureSet (with targets)."""
+    """Windows of `n_segments` segments from the tokens of `clips` of a GridFeatureSet (with targets);
+    `sample_real_video` takes its visual windows from `video_clips` (default: `clips`)."""
 
-    def __init__(self, feats, clips: np.ndarray, n_segments: int, density: tuple[float, float] = (0.4, 1.0)):
+    def __init__(self, feats, clips: np.ndarray, n_segments: int, density: tuple[float, float] = (0.4, 1.0),
+                 video_clips: np.ndarray | None = None):
         if feats.vtargets is None or feats.atargets is None:
             raise ValueError("token windows need the event targets (GridFeatureSet(..., vtargets, atargets))")
         self.feats, self.clips, self.n_segments = feats, clips, n_segments
+        self.video_clips = clips if video_clips is None else video_clips
         self.vpools = _pools(feats.vfeat[clips], feats.vtargets[clips])
         self.apools = _pools(feats.afeat[clips], feats.atargets[clips])
         self.tv, self.ta = token_centres(n_segments)
@@ -87,9 +90,9 @@ class TokenWindows:
                 torch.from_numpy(vclose).float(), torch.from_numpy(lag * self.inside).float())
 
     def sample_real_video(self, rng: np.random.Generator, batch: int, classes: np.ndarray):
-        """Like `sample`, but the visual tokens, vweight and lag maps are those of a real bank window
-        (`GridFeatureSet.sample_offsets_with_targets`) and each audio token is drawn from the pool
-        of its real target's closeness bin."""
-        v, _, c, vweight, atarget = self.feats.sample_offsets_with_targets(rng, batch, self.n_segments, self.clips,
-                                                                           classes)
+        """Like `sample`, but the visual tokens, vweight and lag maps are those of a real window of
+        `video_clips` (`GridFeatureSet.sample_offsets_with_targets`) and each audio token is drawn
+        from the pool of its real target's closeness bin."""
+        v, _, c, vweight, atarget = self.feats.sample_offsets_with_targets(rng, batch, self.n_segments,
+                                                                           self.video_clips, classes)
         return v, self._fill(self.apools, atarget.numpy(), rng), c, vweight, lag_maps(atarget, self.n_segments)
