@@ -441,10 +441,16 @@ def tiny_recipe(tmp_path, **settings) -> TrainConfig:
                        **settings)
 
 
-def test_recipe_end_to_end_and_resume(tmp_path):
+def test_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
+    from sync_sdk.training import recipe
+    from sync_sdk.training.token_windows import TokenWindows
+    made = []  # (pool clips, video clips) of each TokenWindows the recipe makes
+    record = lambda *a, **k: made.append((a[1], k["video_clips"])) or TokenWindows(*a, **k)  # noqa: E731
+    monkeypatch.setattr(recipe, "TokenWindows", record)
     cfg = tiny_recipe(tmp_path, bundle=str(tmp_path / "bundle"), extra_clips=1)
     log = train(cfg)
     assert set(log["times"]) == {"bank", "stage1", "features", "extra_clips", "stage2", "stage3"}
+    assert [(list(pools), list(video)) for pools, video in made] == [([1, 2], [1, 2, 3])]  # clip 3: extra
     assert 0.0 <= log["metrics"]["val_acc1"] <= log["metrics"]["val_acc1_pm1"] <= 1.0
     assert 0.0 <= log["metrics"]["visual_event_auc"] <= 1.0 and 0.0 <= log["metrics"]["audio_event_auc"] <= 1.0
     sync = load_checkpoint(tmp_path / "bundle" / "model.safetensors")
