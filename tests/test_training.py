@@ -484,6 +484,9 @@ def test_extra_clips_are_the_clips_a_larger_bank_would_hold(tmp_path):
     assert not torch.allclose(extra.vfeat[0], ref.vfeat[1], atol=1e-3)
     both = ref.extended(extra)
     assert len(both) == 4 and torch.equal(both.afeat[3], extra.afeat[0]) and list(both.groups) == kinds + kinds[2:]
+    other = stages.freeze_encoders(stages.init_weights(build_model("tiny"), 1))
+    with pytest.raises(RuntimeError, match=r"other weights \(encoders.sha256\)"):
+        build_extra(cfg, other, tmp_path / "run")  # features of other encoders are not reused
 
 
 def test_stalled_reads_the_batch_accuracy_at_the_takeoff_step():

@@ -95,30 +95,41 @@ def bank_seed(cfg: TrainConfig, i: int) -> int:
     return SEED_STRIDE * (cfg.seed + 1) + BANK_SEEDS + i
 
 
+def _stamped_folder(folder: Path, name: str, params) -> Path:
+    """Create folder for files computed with params; refuse one whose stamp (`<name>.sha256`, the
+    hash of the weights) says they came from other weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / f"{name}.sha256"
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in params)).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() != digest:
+        raise RuntimeError(f"{folder} holds files made by other weights ({stamp.name}); delete it to rebuild")
+    stamp.write_text(digest)
+    return folder
+
+
+def _load_or_make(path: Path, make) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file, written first (atomically) from make() -> {name: array} if missing."""
+    if not path.exists():
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        np.savez(tmp, **make())
+        tmp.replace(path)
+    with np.load(path) as z:
+        return {key: z[key] for key in z.files}
+
+
 def build_bank(cfg: TrainConfig, model: torch.nn.Module, run: Path) -> ClipBank:
     """Render the long clips and run the frozen visual backbone once over them (or load them)."""
-    bank = run / "bank"
-    bank.mkdir(parents=True, exist_ok=True)
-    stamp = bank / "backbone.sha256"
-    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes()
-                                     for p in model.vfeat_extractor.parameters())).hexdigest()
-    if stamp.exists() and stamp.read_text().strip() != digest:
-        raise RuntimeError(f"{bank} holds tokens of another visual backbone; delete it to rebuild")
-    stamp.write_text(digest)
-    arrays = {"tokens": [], "mels": [], "vtargets": [], "atargets": []}
-    for i in tqdm(range(cfg.clips), desc="bank", mininterval=5.0):
-        path = bank / f"clip_{i:05d}.npz"
-        if not path.exists():
-            clip = long_clip(bank_seed(cfg, i), cfg.clip_segments)
-            tmp = path.with_name(f".{path.stem}.tmp.npz")
-            np.savez(tmp, tokens=visual_tokens(model, clip).numpy(), mels=clip.log_mels(),
-                     vtargets=clip.visual_event_targets(), atargets=clip.audio_event_targets())
-            tmp.replace(path)
-        with np.load(path) as z:
-            for key, values in arrays.items():
-                values.append(z[key])
-    return ClipBank([torch.from_numpy(t) for t in arrays["tokens"]], arrays["mels"], arrays["vtargets"],
-                    arrays["atargets"])
+    bank = _stamped_folder(run / "bank", "backbone", model.vfeat_extractor.parameters())
+
+    def make(i: int) -> dict[str, np.ndarray]:
+        clip = long_clip(bank_seed(cfg, i), cfg.clip_segments)
+        return dict(tokens=visual_tokens(model, clip).numpy(), mels=clip.log_mels(),
+                    vtargets=clip.visual_event_targets(), atargets=clip.audio_event_targets())
+
+    clips = [_load_or_make(bank / f"clip_{i:05d}.npz", lambda i=i: make(i))
+             for i in tqdm(range(cfg.clips), desc="bank", mininterval=5.0)]
+    return ClipBank([torch.from_numpy(c["tokens"]) for c in clips],
+                    *([c[key] for c in clips] for key in ("mels", "vtargets", "atargets")))
 
 
 def build_extra(cfg: TrainConfig, model: torch.nn.Module, run: Path) -> GridFeatureSet:
@@ -126,24 +137,21 @@ def build_extra(cfg: TrainConfig, model: torch.nn.Module, run: Path) -> GridFeat
     cfg.clips + 1, ... (same seeds as a larger bank's), through the frozen stage-1 encoders (or load
     them). Only the real-video phase and stage 3 see them: the TokenWindows phase and stage 1 are
     unchanged, and no backbone tokens are stored (model card item 12)."""
-    extra = run / "extra"
-    extra.mkdir(parents=True, exist_ok=True)
-    arrays = {"v": [], "a": [], "vtargets": [], "atargets": []}
-    for i in tqdm(range(cfg.clips, cfg.clips + cfg.extra_clips), desc="extra clips", mininterval=5.0):
-        path = extra / f"clip_{i:05d}.npz"
-        if not path.exists():
-            clip = long_clip(bank_seed(cfg, i), cfg.clip_segments)
-            v, a = clip_features(model, visual_tokens(model, clip), clip.log_mels())
-            tmp = path.with_name(f".{path.stem}.tmp.npz")
-            np.savez(tmp, v=v.numpy(), a=a.numpy(), vtargets=clip.visual_event_targets(),
-                     atargets=clip.audio_event_targets())
-            tmp.replace(path)
-        with np.load(path) as z:
-            for key, values in arrays.items():
-                values.append(z[key])
-    kinds = [synthetic.scene_kind(bank_seed(cfg, i)) for i in range(cfg.clips, cfg.clips + cfg.extra_clips)]
-    return GridFeatureSet(*(torch.from_numpy(np.stack(arrays[k])) for k in ("v", "a", "vtargets", "atargets")),
-                          groups=kinds)
+    extra = _stamped_folder(run / "extra", "encoders", [*model.vfeat_extractor.parameters(),
+                                                        *model.afeat_extractor.parameters()])
+
+    def make(i: int) -> dict[str, np.ndarray]:
+        clip = long_clip(bank_seed(cfg, i), cfg.clip_segments)
+        v, a = clip_features(model, visual_tokens(model, clip), clip.log_mels())
+        return dict(v=v.numpy(), a=a.numpy(), vtargets=clip.visual_event_targets(),
+                    atargets=clip.audio_event_targets())
+
+    indices = range(cfg.clips, cfg.clips + cfg.extra_clips)
+    clips = [_load_or_make(extra / f"clip_{i:05d}.npz", lambda i=i: make(i))
+             for i in tqdm(indices, desc="extra clips", mininterval=5.0)]
+    return GridFeatureSet(*(torch.from_numpy(np.stack([c[key] for c in clips]))
+                            for key in ("v", "a", "vtargets", "atargets")),
+                          groups=[synthetic.scene_kind(bank_seed(cfg, i)) for i in indices])
 
 
 def run_stage1(cfg: TrainConfig, model: torch.nn.Module, bank: ClipBank, run: Path
