@@ -100,6 +100,25 @@ def test_energy_reference_channel_reads_low_where_the_picture_changes():
     assert changing.max() < quiet.min()
 
 
+def test_boundary_init_sees_a_change_between_tubelets():
+    """A patch lit from frame 4 on (tubelets hold frames 2t, 2t+1, so nothing changes inside any):
+    the first block's time attention compares token t with token t-1, so the energy reference
+    channel reads low at token 2 of that patch only; without it the change is invisible."""
+    rng = np.random.default_rng(0)
+    video = torch.from_numpy(rng.uniform(-1, 1, (1, 1, 3, 224, 224)).astype(np.float32)).repeat(1, 16, 1, 1, 1)
+    video += torch.from_numpy(rng.normal(0, 0.03, video.shape).astype(np.float32))
+    video[:, 4:, :, 64:128, 64:128] += 1.0
+    for boundary in (True, False):
+        model = stages.init_weights(build_model("tiny"), 0)
+        if not boundary:
+            torch.nn.init.zeros_(model.vfeat_extractor.blocks[0].timeattn.proj.weight)
+        with torch.no_grad():
+            ref = model.vfeat_extractor.tokens(video)[0, :, -1].reshape(8, 14, 14)
+        onset, lit_later, quiet = ref[2, 4:8, 4:8], ref[3:, 4:8, 4:8], ref[:, 9:, 9:]
+        assert (onset.max() < quiet.min()) == boundary
+        assert (lit_later.min() > onset.max()) == boundary  # the onset, not the lit stretch
+
+
 def _bank(model, clips: list) -> stages.ClipBank:
     return stages.ClipBank([stages.visual_tokens(model, c) for c in clips], [c.log_mels() for c in clips],
                            [c.visual_event_targets() for c in clips], [c.audio_event_targets() for c in clips])
