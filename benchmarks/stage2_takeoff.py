@@ -32,8 +32,8 @@ import sync_sdk.model.layers as layers  # noqa: E402
 from sync_sdk.config import ModelConfig  # noqa: E402
 from sync_sdk.model import build_model  # noqa: E402
 from sync_sdk.training.loop import Schedule  # noqa: E402
-from sync_sdk.training.stages import (GridFeatureSet, LagProbe, _lag_loss, curriculum_classes,  # noqa: E402
-                                      init_head_)
+from sync_sdk.training.stages import (GridFeatureSet, LagProbe, curriculum_classes, init_head_,  # noqa: E402
+                                      offset_and_lag_loss)
 from sync_sdk.training.token_windows import TokenWindows  # noqa: E402
 
 VAL_CLIPS, BATCH, LAG_WEIGHT, CURRICULUM_STEPS = 8, 64, 5.0, 12000
@@ -44,15 +44,16 @@ def _math_attention(q, k, v):
 
 
 def write_features(run_dir: Path, out: Path) -> None:
-    """Grid features of a recipe run's bank through its stage-1 encoders -> npz (v, a fp16; targets)."""
-    from sync_sdk.training.recipe import TrainConfig
-    from sync_sdk.training.stages import ClipBank, grid_features
-    model = build_model(TrainConfig(run_dir=str(run_dir)).model_config())
-    model.load_state_dict(torch.load(run_dir / "stage1.state.pt", weights_only=False)["modules"]["model"])
-    clips = [np.load(p) for p in sorted((run_dir / "bank").glob("clip_*.npz"))]
-    bank = ClipBank([torch.from_numpy(c["tokens"]) for c in clips], [c["mels"] for c in clips],
-                    [c["vtargets"] for c in clips], [c["atargets"] for c in clips])
-    f = grid_features(model, bank)
+    """Grid features of the bank of a recipe run with the default settings, through its stage-1
+    encoders -> npz (v, a float16; token targets)."""
+    from sync_sdk.checkpoint import load_checkpoint
+    from sync_sdk.model import load_weights
+    from sync_sdk.training.recipe import TrainConfig, build_bank
+    from sync_sdk.training.stages import grid_features, init_weights
+    cfg = TrainConfig(run_dir=str(run_dir))
+    model = init_weights(build_model(cfg.model_config()), cfg.seed)
+    bank = build_bank(cfg, model, run_dir)  # the stored clips, checked against the initial backbone
+    f = grid_features(load_weights(model, load_checkpoint(run_dir / "stage1.safetensors").state_dict), bank)
     np.savez(out, v=f.vfeat.numpy().astype(np.float16), a=f.afeat.numpy().astype(np.float16),
              vtargets=f.vtargets, atargets=f.atargets)
 
@@ -82,9 +83,7 @@ class _Head(torch.nn.Module):
         self.vproj, self.aproj, self.transformer, self.probe = model.vproj, model.aproj, model.transformer, probe
 
     def forward(self, v, a, vw, lag, c):
-        tokens = self.transformer.tokens(self.vproj(v), self.aproj(a))
-        logits = self.transformer.off_head(tokens[:, 0])
-        lag_loss = _lag_loss(self.probe, tokens[:, 1:1 + v.shape[1]], vw, lag)
+        logits, lag_loss = offset_and_lag_loss(self, self.probe, v, a, vw, lag)
         return torch.nn.functional.cross_entropy(logits, c) + LAG_WEIGHT * lag_loss, logits
 
 
