@@ -145,7 +145,7 @@ def boundary_init_(vfe: nn.Module, gen: torch.Generator, n_cross: int = BOUNDARY
     vfe.cls_token[0, 0, code] = 0
     c, s = float(np.cos(theta)), float(np.sin(theta))
     w = torch.zeros(3 * d, d)
-    pair = slice(d - 5, d - 3)  # (cos, sin)
+    pair = slice(code.start, code.start + 2)  # (cos, sin)
     w[0:2, pair] = w[d:d + 2, pair] = w[d + hd:d + hd + 2, pair] = qk_gain * torch.eye(2)
     w[hd:hd + 2, pair] = qk_gain * torch.tensor([[c, s], [-s, c]])    # R(-theta): the token before
     p = _orthonormal_rows(hd, app.stop - app.start, gen)
