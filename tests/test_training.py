@@ -378,6 +378,26 @@ def test_syncability_windows_carry_lag_maps_of_their_positives():
             np.random.default_rng(0), 4, 13, clips)
 
 
+def test_syncability_model_keeps_each_tokens_position():
+    """syncability_model: the 13-segment head's positional rows are the 14-segment head's rows of the
+    same tokens (OFF, the first 13 segments' visual tokens, MOD, their audio tokens), not its first
+    184 rows; every other weight is copied, the sync head is new."""
+    from sync_sdk.training.recipe import syncability_model
+    sync_model = stages.init_weights(build_model("tiny"), 0)
+    table = sync_model.transformer.pos_emb_cfg.pos_emb
+    torch.nn.init.normal_(table)
+    model = syncability_model(sync_model, 0)
+    rows = model.transformer.pos_emb_cfg.pos_emb[0]
+    assert rows.shape[0] == 2 + 13 * 14
+    assert torch.equal(rows[0], table[0, 0])                          # OFF
+    assert torch.equal(rows[1:105], table[0, 1:105])                  # visual tokens of segments 0-12
+    assert torch.equal(rows[105], table[0, 113])                      # MOD
+    assert torch.equal(rows[106:], table[0, 114:114 + 78])            # audio tokens of segments 0-12
+    query = lambda m: m.transformer.blocks[0].attn.query.weight  # noqa: E731
+    assert torch.equal(query(model), query(sync_model))
+    assert model.transformer.sync_head.weight.shape == (2, model.config.h_dim)
+
+
 def test_stage3_loss_keeps_the_offset_losses_on_positives_only():
     """syncability_and_offset_loss: logits equal the model's head; the offset cross-entropy is that
     of the offset probe on the positives' OFF token (0 when there are none); the lag loss counts

@@ -26,10 +26,11 @@ from tqdm import tqdm
 
 from .. import synthetic
 from ..checkpoint import save_checkpoint
-from ..config import ModelConfig
+from ..config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT, ModelConfig
 from ..errors import TrainingError
 from ..grid import NUM_OFFSET_CLASSES
 from ..model import build_model, load_weights
+from ..state_dict_rules import POS_EMB_KEY
 from .data import long_clip
 from .loop import Schedule, plot_losses, train_stage
 from .losses import classification, info_nce
@@ -74,7 +75,7 @@ class TrainConfig:
     stage3_steps: int = 3200        # 1,600 gave AUC 0.725 against 0.779 (model card item 13)
     stage3_batch: int = 64
     stage3_lr: float = 6e-3          # model card item 11
-    stage3_offset_weight: float = 1.0  # stage 2's losses (offset + lag map) kept on the positives
+    stage3_offset_weight: float = 0.25  # stage 2's losses (offset + lag map) kept on the positives (item 15)
     bundle: str | None = None      # copy the final model files here
     times: dict = field(default_factory=dict)
 
@@ -255,10 +256,21 @@ def stalled(cfg: TrainConfig, history: list[dict]) -> bool:
     return float(np.mean([h["acc"] for h in history[-250:]])) < cfg.stage2_takeoff_ratio * chance
 
 
+def head_rows(n_from: int, n_to: int) -> np.ndarray:
+    """Rows of an n_from-segment head's positional table (OFF, S*8 visual, MOD, S*6 audio) that
+    an n_to-segment head's rows stand for: OFF, the first n_to segments' visual rows, MOD and the
+    first n_to segments' audio rows. (The official loader cuts the table to its first rows
+    instead, which moves MOD and every audio token onto other tokens' positions.)"""
+    v_from, v_to = VIDEO_TOKENS_PER_SEGMENT * n_from, VIDEO_TOKENS_PER_SEGMENT * n_to
+    return np.r_[0, 1:1 + v_to, 1 + v_from, 2 + v_from:2 + v_from + AUDIO_TOKENS_PER_SEGMENT * n_to]
+
+
 def syncability_model(sync_model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """The 2-class model (13 segments) initialised from the sync model; sync_head drawn fresh."""
+    """The 2-class model (13 segments) initialised from the sync model, its positional table taken
+    row by row (`head_rows`); sync_head drawn fresh."""
     model = build_model(sync_model.config.with_variant("synchronizability"))
     state = {k: v for k, v in _state_dict(sync_model).items() if not k.startswith("transformer.off_head")}
+    state[POS_EMB_KEY] = state[POS_EMB_KEY][:, head_rows(sync_model.config.n_segments, model.config.n_segments)]
     gen = torch.Generator().manual_seed(seed)
     w = model.transformer.sync_head.weight
     state["transformer.sync_head.weight"] = (torch.randn(w.shape, generator=gen) * 0.02).numpy()
@@ -270,9 +282,9 @@ def run_stage3(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
                offset_probe: torch.nn.Linear, lag_probe: LagProbe) -> list[dict]:
     """Stage 3 from the stage-2 head, on the training clips of the bank and the extra clips, with
     stage 2's off_head (as offset_probe) and lag probe kept training on the synchronizable windows
-    (weight cfg.stage3_offset_weight). Without them the head forgets the matching: benchmark
-    accuracy / AUC 0.601 / 0.647 against 0.629 / 0.674 with them, and two runs that differed only in
-    200 more clips were 0.08 apart in AUC (model card item 8)."""
+    (weight cfg.stage3_offset_weight). Without them stage 3 is unstable: on a positional table cut
+    to its first rows it forgot the matching (model card item 8); with `head_rows` it fell to
+    chance within its first 400 steps (item 15)."""
     train_clips = np.arange(cfg.val_clips, len(feats))
     n_seg = model.config.n_segments
 
