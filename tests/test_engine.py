@@ -328,4 +328,3 @@ def test_bundled_synchronizability_tells_no_overlap_clips_apart():
     clips += [generate_clip(900_000_525 + i, duration_sec=5.2, no_overlap=True) for i in range(21)]
     p = np.array([engine.synchronizability((c.frames, 25, c.audio, 16000)) for c in clips])
     assert roc_auc(p, np.array([c.synchronizable for c in clips])) >= 0.75
-
