@@ -18,6 +18,10 @@ start_sec)`); target = the grid class of offset_sec.
 --model: a bundled model name (default synthetic-tiny), an official checkpoint id, a checkpoint
 file or a folder; the synchronizability model is `synchronizability.safetensors` beside the sync
 checkpoint when present, or --sync-model.
+
+--shift-views: the audio shifts (s) whose views each answer combines, as `SyncEngine.predict` does
+(sync_sdk/views.py); default: what the model folder's inference.json asks for (synthetic-tiny:
+-0.2,0,0.2; the official models: 0). `--shift-views 0` scores the plain single window.
 """
 from __future__ import annotations
 
@@ -39,8 +43,9 @@ from sync_sdk.checkpoint import load_checkpoint  # noqa: E402
 from sync_sdk.grid import NUM_OFFSET_CLASSES, class_to_offset, offset_to_class  # noqa: E402
 from sync_sdk.loading import BUNDLED_DEFAULT, resolve_model  # noqa: E402
 from sync_sdk.model import build_model, load_weights  # noqa: E402
-from sync_sdk.preprocess import prepare_inputs  # noqa: E402
+from sync_sdk.results import softmax  # noqa: E402
 from sync_sdk.training.metrics import offset_accuracy, roc_auc, sync_accuracy  # noqa: E402
+from sync_sdk.views import View, check_views, combine_views, view_inputs  # noqa: E402
 
 EVAL_SEED = 900_000_000  # training clips use seeds 10**7 * (seed + 1) + {1,2} * 10**6 + i, far below
 CLIP_SEC = 5.2
@@ -63,10 +68,11 @@ def resolve(model: str, sync_model: str | None) -> tuple[Path, Path | None]:
 
 
 class Evaluator:
-    """Encoders + heads on one clip's model inputs; shares encoder features when both models share
-    encoder weights."""
+    """Encoders + heads on one clip's shift views (`shifts`, s); shares encoder features when both
+    models share encoder weights, and video features between views with one video crop."""
 
-    def __init__(self, sync_ckpt: Path, sab_ckpt: Path | None) -> None:
+    def __init__(self, sync_ckpt: Path, sab_ckpt: Path | None, shifts: tuple[float, ...] = (0.0,)) -> None:
+        self.shifts = shifts
         self.model = load_model(sync_ckpt)
         self.sab = load_model(sab_ckpt) if sab_ckpt is not None else None
         if self.model.config.variant != "sync":
@@ -76,23 +82,38 @@ class Evaluator:
             if ka.split(".")[0] in ("vfeat_extractor", "afeat_extractor"))
 
     @torch.no_grad()
-    def __call__(self, vid: np.ndarray, aud: np.ndarray) -> tuple[np.ndarray | None, float | None]:
-        """vid (14, 16, 3, 224, 224), aud (14, 1, 128, 66) -> (offset probabilities (21,) or None,
-        synchronizable probability or None)."""
-        vid_t, aud_t = torch.from_numpy(vid), torch.from_numpy(aud)
+    def __call__(self, views: list[View]) -> tuple[np.ndarray | None, float | None]:
+        """One window's views (`view_inputs`) -> (offset probabilities (21,) or None, synchronizable
+        probability or None), each combined over the views (`combine_views`)."""
+        shifts = [v.shift_sec for v in views]
         probs = sync_p = None
         feats = None
         if self.model is not None:
-            feats = self.model.encode_video(vid_t), self.model.encode_audio(aud_t)
-            logits = self.model.head(feats[0].flatten(0, 1)[None], feats[1].flatten(0, 1)[None])
-            probs = torch.softmax(logits, 1)[0].numpy()
+            feats = self._features(self.model, views)
+            probs = softmax(combine_views("sync", shifts, self._logits(self.model, feats)))
         if self.sab is not None:
-            s = self.sab.config.n_segments
             if not self.shared:
-                feats = self.sab.encode_video(vid_t[:s]), self.sab.encode_audio(aud_t[:s])
-            v, a = feats[0][:s].flatten(0, 1)[None], feats[1][:s].flatten(0, 1)[None]
-            sync_p = float(torch.softmax(self.sab.head(v, a), 1)[0, 1])
+                feats = self._features(self.sab, views)
+            sync_p = float(softmax(combine_views("synchronizability", shifts, self._logits(self.sab, feats)))[1])
         return probs, sync_p
+
+    @staticmethod
+    def _features(model: torch.nn.Module, views: list[View]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per view: visual (14, 8, Dv) and audio (14, 6, Da) features; one visual encoding per video crop."""
+        video: dict[float, torch.Tensor] = {}
+        out = []
+        for view in views:
+            if view.start_sec not in video:
+                video[view.start_sec] = model.encode_video(torch.from_numpy(view.vid))
+            out.append((video[view.start_sec], model.encode_audio(torch.from_numpy(view.aud))))
+        return out
+
+    @staticmethod
+    def _logits(model: torch.nn.Module, feats: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
+        """(V, classes) logits of `model` on the first S segments of each view's features."""
+        s = model.config.n_segments
+        return np.stack([model.head(v[:s].flatten(0, 1)[None], a[:s].flatten(0, 1)[None])[0].numpy()
+                         for v, a in feats])
 
 
 def synthetic_eval(ev: Evaluator, n: int, n_neg: int, seed: int, workdir: Path) -> dict:
@@ -104,9 +125,9 @@ def synthetic_eval(ev: Evaluator, n: int, n_neg: int, seed: int, workdir: Path) 
         offset = 0.0 if neg else class_to_offset(cls)
         clip = synthetic.generate_clip(clip_seed, offset, duration_sec=CLIP_SEC, no_overlap=neg)
         path = synthetic.write_clip(clip, workdir / f"clip_{clip_seed}.mp4")
-        vid, aud = prepare_inputs(path)
+        views = view_inputs(path, 0.0, 0.0, ev.shifts)
         path.unlink()
-        probs, sync_p = ev(vid, aud)
+        probs, sync_p = ev(views)
         rows.append({"seed": clip_seed, "kind": clip.kind, "no_overlap": neg, "target": cls,
                      "pred": None if probs is None else int(probs.argmax()), "sync_p": sync_p})
         if (k + 1) % 25 == 0 or k + 1 == len(jobs):
@@ -143,7 +164,7 @@ def csv_eval(ev: Evaluator, csv_path: Path) -> dict:
                 path = csv_path.parent / path
             offset = float(rec[1])
             start = float(rec[2]) if len(rec) > 2 and rec[2].strip() else 0.0
-            probs, sync_p = ev(*prepare_inputs(path, offset_sec=offset, start_sec=start))
+            probs, sync_p = ev(view_inputs(path, start, offset, ev.shifts))
             rows.append({"path": str(path), "offset_sec": offset, "start_sec": start, "kind": "csv",
                          "no_overlap": False, "target": offset_to_class(offset),
                          "pred": None if probs is None else int(probs.argmax()), "sync_p": sync_p})
@@ -175,13 +196,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=EVAL_SEED, help="first clip seed")
     ap.add_argument("--csv", type=Path, default=None, help="path,offset_sec[,start_sec] rows of in-sync videos")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--shift-views", default=None,
+                    help="audio shifts (s), comma-separated, e.g. -0.2,0,0.2 (default: the model's inference.json)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sync_ckpt, sab_ckpt = resolve(args.model, args.sync_model)
-    ev = Evaluator(sync_ckpt, sab_ckpt)
-    print(f"sync: {sync_ckpt if ev.model is not None else '-'}   synchronizability: {sab_ckpt or '-'}",
-          file=sys.stderr)
+    shifts = (resolve_model(args.model).shift_views() if args.shift_views is None
+              else check_views([float(x) for x in args.shift_views.split(",")]))
+    ev = Evaluator(sync_ckpt, sab_ckpt, shifts)
+    print(f"sync: {sync_ckpt if ev.model is not None else '-'}   synchronizability: {sab_ckpt or '-'}   "
+          f"shift views: {list(shifts)} s", file=sys.stderr)
     if args.csv is not None:
         res = csv_eval(ev, args.csv)
     else:
@@ -190,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
             res = synthetic_eval(ev, args.n, n_neg if ev.sab is not None else 0, args.seed, Path(tmp))
         res["seed"] = args.seed
     res["model"] = args.model
+    res["shift_views_sec"] = list(shifts)
     print_table(args.model, res)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

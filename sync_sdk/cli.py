@@ -36,7 +36,8 @@ once; default 24-01-04T16-39-21, AudioSet), a checkpoint file, or an export dire
 """
 
 
-def _add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+def _add_model_args(p: argparse.ArgumentParser, default: str | None = None, views: bool = False) -> None:
+    """--model, --backend, --device, --precision, --threads; with views, --shift-views (predict-based commands)."""
     g = p.add_argument_group("model")
     g.add_argument("--model", default=default,
                    help="bundled name, official id, checkpoint file or export dir "
@@ -45,11 +46,21 @@ def _add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> N
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
     g.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
+    if views:
+        g.add_argument("--shift-views", default=None, type=_floats, metavar="S,S,..",
+                       help="audio shifts (s) whose views each answer combines, e.g. -0.2,0,0.2; 0 = one "
+                            "window (default: the model folder's inference.json; synthetic-tiny: -0.2,0,0.2)")
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
 
 
 def _engine(args):
     from .engine import SyncEngine
     kwargs = {"threads": args.threads} if args.threads else {}
+    if getattr(args, "shift_views", None) is not None:
+        kwargs["shift_views"] = args.shift_views
     return SyncEngine.from_pretrained(args.model, backend=args.backend, device=args.device,
                                       precision=args.precision, **kwargs)
 
@@ -120,6 +131,9 @@ def cmd_scan(args) -> int:
 
 def cmd_batch(args) -> int:
     if args.ray:
+        if args.shift_views not in (None, [0.0]):
+            raise InputError("batch --ray scores one window per clip; combining --shift-views needs the local "
+                             "batch (without --ray)")
         from .ray_batch import run_from_cli
         return run_from_cli(args)
     from .batch import read_file_list, run_batch
@@ -136,7 +150,6 @@ def cmd_batch(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .engine import SyncEngine
     from .grid import offset_to_class, class_to_offset
     from .synthetic import generate_clip, write_clip
     if not -2.0 <= args.offset <= 2.0:
@@ -144,9 +157,7 @@ def cmd_demo(args) -> int:
     clip = generate_clip(args.seed, offset_sec=args.offset, duration_sec=args.duration, kind=args.kind)
     if args.save:
         write_clip(clip, args.save)
-    kwargs = {"threads": args.threads} if args.threads else {}
-    engine = SyncEngine.from_pretrained(args.model, backend=args.backend, device=args.device,
-                                        precision=args.precision, **kwargs)
+    engine = _engine(args)
     res = engine.predict((clip.frames, clip.fps, clip.audio, clip.sample_rate))
     true_grid = class_to_offset(offset_to_class(args.offset))
     out = {
@@ -264,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("files", nargs="+", metavar="FILE")
     sp.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
     sp.add_argument("--json", action="store_true", help="print JSON (probabilities included)")
-    _add_model_args(sp)
+    _add_model_args(sp, views=True)
     sp.set_defaults(func=cmd_predict)
 
     sp = sub.add_parser("scan", help="timeline of offsets over a whole file", formatter_class=fmt,
@@ -298,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "already scored ok there are skipped")
     sp.add_argument("--address", help="with --ray: Ray cluster address (default: a new local cluster)")
     sp.add_argument("--workers", type=int, help="with --ray: model actors (default: one per GPU, else half the CPUs)")
-    _add_model_args(sp)
+    _add_model_args(sp, views=True)
     sp.set_defaults(func=cmd_batch)
 
     sp = sub.add_parser("demo", help="synthetic clip with a known shift, predicted offline", formatter_class=fmt,
@@ -310,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--kind", choices=["mixed", "beep_flash"], default=None)
     sp.add_argument("--save", type=Path, help="also write the clip as an mp4")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_model_args(sp, default="synthetic-tiny")
+    _add_model_args(sp, default="synthetic-tiny", views=True)
     sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("convert", help="official .pt -> safetensors", formatter_class=fmt, epilog=EPILOG)

@@ -6,7 +6,8 @@
     stream = engine.stream(); stream.push_video(frames, pts); stream.push_audio(samples, pts)
 
 Windows are the official 5-s crops (14 segments of 16 frames / 10240 samples, step 8 / 5120).
-`scan` and `stream` encode each grid segment once (SegmentCache); `predict` encodes its clip.
+`scan` and `stream` encode each grid segment once (SegmentCache); `predict` encodes its clip, once per
+shift view when the model asks for several (views.py: synthetic-tiny does; the official models do not).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .cache import SegmentCache, array_module
 from .config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT, ModelConfig
 from .errors import BackendError, InputError
 from .results import SyncResult, Timeline, softmax
+from .views import check_views, combine_views, view_inputs
 from .windows import SEG_FRAMES, SEG_SAMPLES, segment_frame, segment_sample
 
 DEFAULT_CACHE_CAPACITY = 256
@@ -65,10 +67,13 @@ class SyncEngine:
     backend: any object with the `backends.base.Backend` protocol. cache_capacity: segment features
     kept per kind for scan (0 = no cache). max_batch: segments per encoder call. features: how scan
     and stream make segment inputs (CpuFeatures, GpuFeatures; None = default_features(backend)).
+    shift_views: audio shifts (s) whose views `predict` and `synchronizability` combine (views.py);
+    None = what the model folder's inference.json asks for (details["shift_views_sec"]), else (0.0,).
     """
 
     def __init__(self, backend, *, model_id: str = "", details: dict | None = None,
-                 cache_capacity: int = DEFAULT_CACHE_CAPACITY, max_batch: int = 14, features=None) -> None:
+                 cache_capacity: int = DEFAULT_CACHE_CAPACITY, max_batch: int = 14, features=None,
+                 shift_views: Sequence[float] | None = None) -> None:
         self.backend = backend
         self.config: ModelConfig = backend.config
         self.model_id = model_id or getattr(backend, "model_id", "") or "unnamed"
@@ -76,6 +81,8 @@ class SyncEngine:
         self.cache = SegmentCache(cache_capacity)
         self.features = features if features is not None else default_features(backend)
         self._details = dict(details or {})
+        self.shift_views = check_views(self._details.get("shift_views_sec", (0.0,)) if shift_views is None
+                                       else shift_views)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -88,11 +95,12 @@ class SyncEngine:
         backend: "auto" | "tensorrt" | "onnxruntime" | "torch". auto = TensorRT on a GPU with engines,
         else ONNX Runtime from an export directory (CUDA provider when present, else CPU), else torch
         for a checkpoint. device: "auto" | "cpu" | "cuda" | "cuda:N". precision: "auto" | "fp32" |
-        "fp16" | "int8" (what the export holds). kwargs: threads, allow_unsafe, cache_capacity, max_batch.
+        "fp16" | "int8" (what the export holds). kwargs: threads, allow_unsafe, cache_capacity, max_batch,
+        shift_views.
         `engine.info()` says what was picked and why.
         """
         from .loading import load_backend
-        engine_kwargs = {k: kwargs.pop(k) for k in ("cache_capacity", "max_batch") if k in kwargs}
+        engine_kwargs = {k: kwargs.pop(k) for k in ("cache_capacity", "max_batch", "shift_views") if k in kwargs}
         be, details = load_backend(name_or_path, backend=backend, device=device, precision=precision, **kwargs)
         return cls(be, model_id=details.get("model_id", ""), details=details, **engine_kwargs)
 
@@ -107,6 +115,7 @@ class SyncEngine:
             "variant": self.config.variant,
             "config": self.config.to_dict(),
             "features": type(self.features).__name__,
+            "shift_views_sec": list(self.shift_views),
             **{k: v for k, v in self._details.items() if k != "model_id"},
             "cache": self.cache_stats(),
             "versions": versions(),
@@ -118,6 +127,7 @@ class SyncEngine:
 
         source: path | (frames (T,H,W,3) uint8, fps, audio (N,) or (N,C) float, sample_rate) | AVClip.
         offset_sec: an extra shift applied to the audio crop first (official evaluation; 0 = as is).
+        With several `shift_views` the result's logits are the views' combined log-posterior.
         """
         return self.predict_batch([source], start_sec=start_sec, offset_sec=offset_sec)[0]
 
@@ -132,23 +142,36 @@ class SyncEngine:
 
     def synchronizability(self, source, start_sec: float = 0.0) -> float:
         """Probability (0..1) that the clip can be synchronised at all: the 2-class model on the
-        first 13 segments of the window (official evaluation). Needs a synchronizability checkpoint."""
+        first 13 segments of the window (official evaluation), the mean log-odds of its `shift_views`.
+        Needs a synchronizability checkpoint."""
         self._require_variant("synchronizability", "synchronizability")
         logits = self._clip_logits([(source, start_sec, 0.0)])
         return float(softmax(logits)[0, 1])
 
     def _clip_logits(self, items: list[tuple]) -> np.ndarray:
-        from .preprocess import prepare_inputs
+        """(len(items), classes) answers for (source, start_sec, offset_sec) items, each combined from
+        its shift views (`combine_views`); a view sharing another's video crop reuses its features."""
         n = self.config.n_segments
-        vids, auds = [], []
-        for source, start, offset in items:
-            vid, aud = prepare_inputs(source, offset_sec=offset, start_sec=start)
-            vids.append(vid[:n])
-            auds.append(aud[:n])
+        vids, auds, vrows, owner, shifts = [], [], [], [], []
+        for i, (source, start, offset) in enumerate(items):
+            rows: dict[float, int] = {}
+            for view in view_inputs(source, start, offset, self.shift_views):
+                if view.start_sec not in rows:
+                    rows[view.start_sec] = len(vids)
+                    vids.append(view.vid[:n])
+                vrows.append(rows[view.start_sec])
+                auds.append(view.aud[:n])
+                owner.append(i)
+                shifts.append(view.shift_sec)
         vfeat = self._encode("video", vids[0] if len(vids) == 1 else np.concatenate(vids))
         afeat = self._encode("audio", auds[0] if len(auds) == 1 else np.concatenate(auds))
-        return self._head(vfeat.reshape(len(items), n, *vfeat.shape[1:]),
-                          afeat.reshape(len(items), n, *afeat.shape[1:]))
+        vfeat = vfeat.reshape(len(vids), n, *vfeat.shape[1:])
+        if len(vrows) > len(vids):
+            vfeat = vfeat[array_module(vfeat).asarray(vrows)]
+        logits = self._head(vfeat, afeat.reshape(len(auds), n, *afeat.shape[1:]))
+        owner, shifts = np.asarray(owner), np.asarray(shifts)
+        return np.stack([combine_views(self.config.variant, shifts[owner == i], logits[owner == i])
+                         for i in range(len(items))])
 
     # ---------------------------------------------------------------- stages
     def _encode(self, kind: str, inputs):

@@ -32,6 +32,13 @@ class ModelSource:
     export_dir: Path | None = None
     checkpoint: Path | None = None
 
+    def shift_views(self) -> tuple[float, ...]:
+        """The shift views its folder's inference.json asks for (views.py); (0.0,) without one."""
+        from .views import read_views
+        if self.kind == "bundled":
+            return read_views(MODELS_DIR / self.model_id.partition("/")[0])
+        return read_views(self.export_dir, self.checkpoint.parent if self.checkpoint else None)
+
 
 def bundled_models() -> list[str]:
     """Names of the models shipped inside the package; "<name>/synchronizability" where the bundle
@@ -132,7 +139,8 @@ def load_backend(name_or_path=None, backend: str = "auto", device: str = "auto",
     src = resolve_model(name_or_path)
     details = {"model_id": src.model_id, "source": src.kind,
                "export_dir": str(src.export_dir) if src.export_dir else None,
-               "checkpoint": str(src.checkpoint) if src.checkpoint else None, "notes": []}
+               "checkpoint": str(src.checkpoint) if src.checkpoint else None,
+               "shift_views_sec": list(src.shift_views()), "notes": []}
     notes = details["notes"]
     tried: list[str] = []
 

@@ -16,6 +16,11 @@ complete or absent). A file that fails (missing, undecodable, too short, a backe
 row with status "error", its exception class and message. Re-running with the same `out_dir` skips
 every input that has an "ok" row (and, with retry_failed=False, those with an "error" row too).
 
+Each clip is scored on its one window, as the official models answer: a model folder's shift views
+(views.py, which `SyncEngine.predict` and the local `sync-sdk batch` combine) are not used here, since
+each view would add another ~140 MB decoded window per clip; for synthetic-tiny that gives its
+single-view accuracy (its model card).
+
 Ray and pyarrow are the optional extra `pip install 'sync-sdk[ray]'`; this module imports them
 only when a job runs. Result columns: see `result_schema()`.
 """
@@ -317,7 +322,7 @@ class ClipScorer:
         from .engine import SyncEngine
         kwargs = {"threads": threads} if threads else {}
         self.engine = SyncEngine.from_pretrained(model, backend=backend, device=device,
-                                                 precision=precision, **kwargs)
+                                                 precision=precision, shift_views=(0.0,), **kwargs)
         self.run_id = run_id
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 

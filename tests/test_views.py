@@ -1,0 +1,133 @@
+"""Shift views (sync_sdk/views.py): validation, placement of the shifted crops, the combination, the
+engine's use of them against the torch reference, and what they do for the bundled model."""
+import json
+
+import numpy as np
+import pytest
+
+from sync_sdk.errors import InputError
+from sync_sdk.views import SINGLE_VIEW, check_views, combine_views, read_views, view_inputs
+from tests.bundled import requires_trained_bundle
+from tiny_engine import media_arrays, tiny_engine
+
+VIEWS = (-0.2, 0.0, 0.2)
+WEAK_OFFSETS = (-1.8, -1.2, -0.8, -0.2, 0.2, 0.8, 1.2, 1.8)  # synthetic-tiny's weak classes (model card)
+
+
+def test_check_views_sorts_and_rejects_what_cannot_be_combined():
+    assert check_views([0.2, 0, -0.2, 0.2]) == VIEWS
+    for bad in ([0.2], [0, 0.1], [0, 1.2]):
+        with pytest.raises(InputError, match="multiples of 0.2"):
+            check_views(bad)
+
+
+def test_read_views_from_inference_json(tmp_path):
+    assert read_views(tmp_path, None) == SINGLE_VIEW
+    (tmp_path / "inference.json").write_text(json.dumps({"shift_views_sec": [0.2, 0.0]}))
+    assert read_views(None, tmp_path) == (0.0, 0.2)
+    (tmp_path / "inference.json").write_text(json.dumps({"views": [0.2]}))
+    with pytest.raises(InputError, match="shift_views_sec"):
+        read_views(tmp_path)
+
+
+def _probs_peaked(cls: int, p: float = 0.6) -> np.ndarray:
+    q = np.full(21, (1 - p) / 20)
+    q[cls] = p
+    return q
+
+
+def test_combine_views_offset_and_synchronizability():
+    lg = np.random.default_rng(0).normal(size=(1, 21))
+    np.testing.assert_array_equal(combine_views("sync", [0.0], lg), lg[0].astype(np.float32))
+    # the plain view cannot tell class 6 from class 9; the shifted views see 6 one class higher / lower
+    plain = np.log(0.5 * _probs_peaked(6) + 0.5 * _probs_peaked(9))
+    out = combine_views("sync", VIEWS, np.stack([np.log(_probs_peaked(5)), plain, np.log(_probs_peaked(7))]))
+    assert out.shape == (21,) and int(np.argmax(out)) == 6
+    assert np.exp(out).sum() == pytest.approx(1.0, abs=1e-5)
+    # a view that cannot see a candidate adds nothing for it: class 20 (+2.0 s) needs +2.2 s in view +0.2
+    out = combine_views("sync", VIEWS, np.stack([np.log(_probs_peaked(19)), np.log(_probs_peaked(20)),
+                                                 np.full(21, np.log(1 / 21))]))
+    assert int(np.argmax(out)) == 20
+    sab = combine_views("synchronizability", VIEWS, np.array([[0.0, 1.0], [0.5, 0.0], [1.0, 3.0]]))
+    np.testing.assert_allclose(sab, [0.0, (1.0 - 0.5 + 2.0) / 3], rtol=1e-6)
+
+
+def test_view_inputs_move_the_audio_or_else_the_video():
+    from sync_sdk.preprocess import prepare_inputs
+    clip = media_arrays(5.2)  # 0.2 s to spare: no audio before 0, so view -0.2 moves the video to 0.2 s
+    views = view_inputs(clip, 0.0, 0.0, VIEWS)
+    assert [(v.shift_sec, v.start_sec) for v in views] == [(0.0, 0.0), (-0.2, 0.2), (0.2, 0.0)]
+    vid, aud = prepare_inputs(clip, offset_sec=0.2)
+    np.testing.assert_array_equal(views[2].aud, aud)
+    np.testing.assert_array_equal(views[2].vid, views[0].vid)
+    vid, aud = prepare_inputs(clip, start_sec=0.2, offset_sec=-0.2)
+    np.testing.assert_array_equal(views[1].vid, vid)
+    np.testing.assert_array_equal(views[1].aud, views[0].aud)  # the audio crop stays where it was
+    later = view_inputs(clip, 0.2, 0.0, VIEWS)  # no audio after the window: view +0.2 moves the video back
+    assert [(v.shift_sec, v.start_sec) for v in later] == [(0.0, 0.2), (-0.2, 0.2), (0.2, 0.0)]
+    assert [v.shift_sec for v in view_inputs(media_arrays(5.0), 0.0, 0.0, VIEWS)] == [0.0]  # nothing to spare
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return media_arrays(6.5)
+
+
+def reference_logits(engine, source, start_sec: float, offset_sec: float) -> np.ndarray:
+    """The whole torch model on one window's official inputs (no engine code)."""
+    import torch
+    from sync_sdk.preprocess import prepare_inputs
+    vid, aud = prepare_inputs(source, offset_sec=offset_sec, start_sec=start_sec)
+    with torch.inference_mode():
+        return engine.backend.model(torch.from_numpy(vid)[None], torch.from_numpy(aud)[None])[0].numpy()
+
+
+def test_engine_combines_the_views_of_the_reference_model(clip):
+    eng = tiny_engine(shift_views=VIEWS)
+    assert eng.info()["shift_views_sec"] == list(VIEWS)
+    res = eng.predict(clip, start_sec=0.4, offset_sec=0.2)
+    ref = [reference_logits(eng, clip, 0.4, 0.0), reference_logits(eng, clip, 0.4, 0.2),
+           reference_logits(eng, clip, 0.4, 0.4)]
+    np.testing.assert_allclose(res.logits, combine_views("sync", VIEWS, np.stack(ref)), atol=1e-4)
+    assert res.probs.sum() == pytest.approx(1.0, abs=1e-5)
+    batch = eng.predict_batch([clip, clip], start_sec=[0.4, 0.0], offset_sec=[0.2, 0.0])
+    np.testing.assert_allclose(batch[0].logits, res.logits, atol=1e-5)
+    np.testing.assert_allclose(batch[1].logits, eng.predict(clip).logits, atol=1e-5)
+
+
+def test_synchronizability_averages_the_views_log_odds(clip):
+    import torch
+    from sync_sdk.preprocess import prepare_inputs
+    eng = tiny_engine("synchronizability", shift_views=VIEWS)
+    odds = []
+    for start, offset in ((0.0, 0.0), (0.2, -0.2), (0.0, 0.2)):  # view -0.2 moves the video: no audio before 0
+        vid, aud = prepare_inputs(clip, start_sec=start, offset_sec=offset)
+        with torch.inference_mode():
+            lg = eng.backend.model(torch.from_numpy(vid[:13])[None], torch.from_numpy(aud[:13])[None])[0]
+        odds.append(float(lg[1] - lg[0]))
+    assert eng.synchronizability(clip) == pytest.approx(1 / (1 + np.exp(-np.mean(odds))), abs=1e-5)
+
+
+def test_bundle_asks_for_views_and_checkpoints_do_not(tmp_path):
+    from sync_sdk.loading import resolve_model
+    assert resolve_model("synthetic-tiny").shift_views() == VIEWS
+    assert resolve_model("synthetic-tiny/synchronizability").shift_views() == VIEWS
+    from sync_sdk.checkpoint import save_checkpoint
+    from tiny_engine import tiny_state_dict
+    path = save_checkpoint(tmp_path / "tiny.safetensors", *tiny_state_dict())
+    assert resolve_model(path).shift_views() == SINGLE_VIEW
+
+
+@requires_trained_bundle
+def test_views_lift_the_bundled_model_at_its_weak_offsets():
+    """Two clips at each of the 8 weak offsets: one view gets 10 of 16, the bundle's three 14."""
+    from sync_sdk.engine import SyncEngine
+    from sync_sdk.synthetic import generate_clip
+    plain = SyncEngine.from_pretrained("synthetic-tiny", shift_views=[0.0])
+    views = SyncEngine.from_pretrained("synthetic-tiny")
+    hits = np.zeros(2, int)
+    for i, offset in enumerate(WEAK_OFFSETS * 2):
+        clip = generate_clip(910_000_000 + i, offset, duration_sec=5.2)
+        src = (clip.frames, clip.fps, clip.audio, clip.sample_rate)
+        hits += [abs(e.predict(src).offset_sec - offset) < 1e-6 for e in (plain, views)]
+    assert hits[1] >= 13 and hits[1] > hits[0], hits
