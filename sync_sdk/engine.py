@@ -115,8 +115,8 @@ class SyncEngine:
             "variant": self.config.variant,
             "config": self.config.to_dict(),
             "features": type(self.features).__name__,
-            "shift_views_sec": list(self.shift_views),
             **{k: v for k, v in self._details.items() if k != "model_id"},
+            "shift_views_sec": list(self.shift_views),  # what runs, whatever the folder asked for
             "cache": self.cache_stats(),
             "versions": versions(),
         }

@@ -275,6 +275,27 @@ def test_token_windows_draw_tokens_that_fit_each_position():
         TokenWindows(stages.GridFeatureSet(feats.vfeat, feats.afeat), np.array([0]), 14)
 
 
+def test_token_windows_jitter_offsets_within_the_class_bin():
+    """jitter_sec: each window's audio sits anywhere in its class's 0.2-s bin, so at a token right at
+    a visual event (20 ms: events fall on frame edges, tokens on frame pairs' centres) the true
+    class's lag map falls from 0.95 to as low as 0.14; jitter 0 draws the same windows as before."""
+    from sync_sdk.training.token_windows import TokenWindows
+    rng = np.random.default_rng(0)
+    vt = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 40, 8)).astype(np.float32)
+    at = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 300, 6)).astype(np.float32)
+    feats = stages.GridFeatureSet(torch.from_numpy(vt)[..., None], torch.from_numpy(at)[..., None], vt, at)
+    windows = TokenWindows(feats, np.array([1, 2]), 14)
+    plain = windows.sample(np.random.default_rng(1), 32, np.arange(21))
+    assert all(torch.equal(x, y) for x, y in zip(plain, windows.sample(np.random.default_rng(1), 32, np.arange(21), 0.0)))
+    _, inside = data.lag_geometry(14)
+    for jitter, lo, hi in ((0.0, 0.94, 0.0), (0.1, 0.13, 0.5)):
+        _, _, c, vweight, lag = windows.sample(np.random.default_rng(2), 256, np.arange(21), jitter)
+        b, i = torch.nonzero(vweight > 0.85, as_tuple=True)  # tokens 20 ms from a visual event
+        true = lag[b, i, c[b]][torch.from_numpy(inside)[i, c[b]]]
+        assert len(true) > 100 and true.min() >= lo
+        assert float((true < 0.9).float().mean()) >= hi  # more than 28 ms off: most jittered windows
+
+
 def test_token_windows_share_one_event_density_per_batch():
     """All windows of a batch are drawn at one density (per-window densities stalled the head), and
     the density differs between batches: a sparse batch holds fewer visual event tokens."""

@@ -67,6 +67,7 @@ class TrainConfig:
     stage2_lr: float = 2e-3           # constant after the warm-up up to stage2_steps (model card)
     stage2_lag_weight: float = 5.0  # the lag-map loss's weight beside the offset cross-entropy
     stage2_windows: str = "tokens"  # "tokens": TokenWindows (fresh event trains); "clips": bank windows
+    stage2_offset_jitter: float = 0.1  # TokenWindows: offsets anywhere in the class's bin (s; model card item 17)
     stage2_real_video_steps: int = 6000  # then real visual windows, fresh audio tokens, ...
     stage2_real_video_lr: float = 6e-3  # ... lr cosine from this to 0 (model card item 11)
     stage2_takeoff_step: int = 2000   # 0: no check. At this step the head must have left chance ...
@@ -208,7 +209,7 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
         if i >= cfg.stage2_steps:
             v, a, target, vweight, lag = windows.sample_real_video(rng, cfg.stage2_batch, classes)
         elif cfg.stage2_windows == "tokens":
-            v, a, target, vweight, lag = windows.sample(rng, cfg.stage2_batch, classes)
+            v, a, target, vweight, lag = windows.sample(rng, cfg.stage2_batch, classes, cfg.stage2_offset_jitter)
         else:
             v, a, target, vweight, lag = feats.sample_offsets_with_lags(rng, cfg.stage2_batch, n_seg,
                                                                         train_clips, classes)

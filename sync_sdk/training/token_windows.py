@@ -75,14 +75,18 @@ class TokenWindows:
                 out[where] = pool[torch.from_numpy(rng.integers(0, len(pool), len(where[0])))]
         return out
 
-    def sample(self, rng: np.random.Generator, batch: int, classes: np.ndarray):
+    def sample(self, rng: np.random.Generator, batch: int, classes: np.ndarray, jitter_sec: float = 0.0):
         """-> vfeat (B, S*8, Dv), afeat (B, S*6, Da), target class (B,), vweight (B, S*8) and lag
         maps (B, S*8, 21), as `GridFeatureSet.sample_offsets_with_lags` returns them. All windows
-        of a batch share one event density, drawn from `density`."""
+        of a batch share one event density, drawn from `density`. jitter_sec: each window's audio
+        is offset by its class's offset plus U(-jitter_sec, jitter_sec) s (0.1: anywhere in the
+        class's 0.2-s bin), so that every class is seen at every phase of the 0.32-s segment step."""
         c = rng.choice(np.asarray(classes), batch)
         d = rng.uniform(*self.density)  # one per batch (see the module docstring)
         events = [self._events(rng, d) for _ in range(batch)]
         off = OFFSET_GRID_SEC.astype(np.float64)[c]
+        if jitter_sec:
+            off = off + rng.uniform(-jitter_sec, jitter_sec, batch)
         vclose = np.stack([closeness(self.tv, e, VISUAL_EVENT_SIGMA_SEC) for e in events])
         aclose = np.stack([closeness(self.ta + o, e, AUDIO_EVENT_SIGMA_SEC) for e, o in zip(events, off)])
         lag = np.stack([closeness(self.lag_times + o, e, AUDIO_EVENT_SIGMA_SEC) for e, o in zip(events, off)])
