@@ -45,7 +45,7 @@ from sync_sdk.loading import BUNDLED_DEFAULT, resolve_model  # noqa: E402
 from sync_sdk.model import build_model, load_weights  # noqa: E402
 from sync_sdk.results import softmax  # noqa: E402
 from sync_sdk.training.metrics import offset_accuracy, roc_auc, sync_accuracy  # noqa: E402
-from sync_sdk.views import View, check_views, combine_views, view_inputs  # noqa: E402
+from sync_sdk.views import View, combine_views, parse_views, view_inputs  # noqa: E402
 
 EVAL_SEED = 900_000_000  # training clips use seeds 10**7 * (seed + 1) + {1,2} * 10**6 + i, far below
 CLIP_SEC = 5.2
@@ -196,14 +196,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=EVAL_SEED, help="first clip seed")
     ap.add_argument("--csv", type=Path, default=None, help="path,offset_sec[,start_sec] rows of in-sync videos")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
-    ap.add_argument("--shift-views", default=None,
+    ap.add_argument("--shift-views", default=None, type=parse_views,
                     help="audio shifts (s), comma-separated, e.g. -0.2,0,0.2 (default: the model's inference.json)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     sync_ckpt, sab_ckpt = resolve(args.model, args.sync_model)
-    shifts = (resolve_model(args.model).shift_views() if args.shift_views is None
-              else check_views([float(x) for x in args.shift_views.split(",")]))
+    shifts = resolve_model(args.model).shift_views() if args.shift_views is None else args.shift_views
     ev = Evaluator(sync_ckpt, sab_ckpt, shifts)
     print(f"sync: {sync_ckpt if ev.model is not None else '-'}   synchronizability: {sab_ckpt or '-'}   "
           f"shift views: {list(shifts)} s", file=sys.stderr)

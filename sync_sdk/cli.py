@@ -37,7 +37,7 @@ once; default 24-01-04T16-39-21, AudioSet), a checkpoint file, or an export dire
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str | None = None, views: bool = False) -> None:
-    """--model, --backend, --device, --precision, --threads; with views, --shift-views (predict-based commands)."""
+    """--model, --backend, --device, --precision, --threads; with views, --shift-views (views.py)."""
     g = p.add_argument_group("model")
     g.add_argument("--model", default=default,
                    help="bundled name, official id, checkpoint file or export dir "
@@ -47,13 +47,17 @@ def _add_model_args(p: argparse.ArgumentParser, default: str | None = None, view
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"])
     g.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
     if views:
-        g.add_argument("--shift-views", default=None, type=_floats, metavar="S,S,..",
+        g.add_argument("--shift-views", default=None, type=_views, metavar="S,S,..",
                        help="audio shifts (s) whose views each answer combines, e.g. -0.2,0,0.2; 0 = one "
                             "window (default: the model folder's inference.json; synthetic-tiny: -0.2,0,0.2)")
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",")]
+def _views(text: str) -> tuple[float, ...]:
+    from .views import parse_views
+    try:
+        return parse_views(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _engine(args):
@@ -131,7 +135,7 @@ def cmd_scan(args) -> int:
 
 def cmd_batch(args) -> int:
     if args.ray:
-        if args.shift_views not in (None, [0.0]):
+        if args.shift_views not in (None, (0.0,)):
             raise InputError("batch --ray scores one window per clip; combining --shift-views needs the local "
                              "batch (without --ray)")
         from .ray_batch import run_from_cli
@@ -290,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--plot", type=Path, metavar="PNG", help="plot offset and confidence over time")
     sp.add_argument("--no-cache", action="store_true", help="re-encode every window (for comparison)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_model_args(sp)
+    _add_model_args(sp, views=True)
     sp.set_defaults(func=cmd_scan)
 
     sp = sub.add_parser("batch", help="many files, one JSON line each (resumable)", formatter_class=fmt,

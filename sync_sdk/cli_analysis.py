@@ -77,7 +77,7 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
     sp.add_argument("--step", type=float, default=1.6, help="shift step (s), a multiple of 0.2")
     sp.add_argument("--start", type=float, help="preferred video window start (default: the middle)")
     sp.add_argument("--json", action="store_true", help="print JSON (every shift included)")
-    add_model_args(sp)
+    add_model_args(sp, views=True)
     sp.set_defaults(func=run(cmd_search_offset))
 
     sp = sub.add_parser(

@@ -6,8 +6,9 @@
     stream = engine.stream(); stream.push_video(frames, pts); stream.push_audio(samples, pts)
 
 Windows are the official 5-s crops (14 segments of 16 frames / 10240 samples, step 8 / 5120).
-`scan` and `stream` encode each grid segment once (SegmentCache); `predict` encodes its clip, once per
-shift view when the model asks for several (views.py: synthetic-tiny does; the official models do not).
+`scan` and `stream` encode each grid segment once (SegmentCache; its audio once per shift view);
+`predict` encodes its clip, its audio once per shift view when the model asks for several (views.py:
+synthetic-tiny does; the official models do not).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT, ModelCon
 from .errors import BackendError, InputError
 from .results import SyncResult, Timeline, softmax
 from .views import check_views, combine_views, view_inputs
-from .windows import SEG_FRAMES, SEG_SAMPLES, segment_frame, segment_sample
+from .windows import SAMPLE_RATE, SEG_FRAMES, SEG_SAMPLES, segment_frame, segment_sample
 
 DEFAULT_CACHE_CAPACITY = 256
 GPU_BACKEND_PREFIXES = ("tensorrt", "torch-cuda")
@@ -67,7 +68,8 @@ class SyncEngine:
     backend: any object with the `backends.base.Backend` protocol. cache_capacity: segment features
     kept per kind for scan (0 = no cache). max_batch: segments per encoder call. features: how scan
     and stream make segment inputs (CpuFeatures, GpuFeatures; None = default_features(backend)).
-    shift_views: audio shifts (s) whose views `predict` and `synchronizability` combine (views.py);
+    shift_views: audio shifts (s) whose views `predict`, `synchronizability`, `scan`, `stream` and
+    `search_offset` combine (views.py);
     None = what the model folder's inference.json asks for (details["shift_views_sec"]), else (0.0,).
     """
 
@@ -188,36 +190,66 @@ class SyncEngine:
         return to_numpy(self.backend.head(v, a))
 
     def encode_segments(self, cache: SegmentCache, source_id, frames: np.ndarray, frame0: int,
-                        audio: np.ndarray, sample0: int, segs: Iterable[int]):
+                        audio: np.ndarray, sample0: int, segs: Iterable[int], audio_shift: int = 0):
         """Features of grid segments `segs` through `cache`: ((n, 8, Dv), (n, 6, Da)).
 
         frames (T,H,W,3) uint8 hold media frames frame0.., audio (N,) float32 samples sample0..;
-        grid segment g = frames [2+8g, 18+8g), samples [1280+5120g, 11520+5120g) of the media.
+        grid segment g = frames [2+8g, 18+8g), samples [1280+5120g, 11520+5120g) of the media, its audio
+        taken audio_shift samples later (a shift view).
         """
         segs = list(segs)
+        return (self._video_features(cache, source_id, frames, frame0, segs),
+                self._audio_features(cache, source_id, audio, sample0, segs, audio_shift))
 
-        def encode_video(positions):
+    def _video_features(self, cache: SegmentCache, source_id, frames: np.ndarray, frame0: int, segs: list[int]):
+        def encode(positions):
             starts = np.array([segment_frame(segs[p]) - frame0 for p in positions], np.int64)
             return self._encode("video", self.features.video_segments(frames, starts))
+        return cache.fetch("video", [(source_id, "video", segment_frame(g)) for g in segs], encode)
 
-        def encode_audio(positions):
-            starts = np.array([segment_sample(segs[p]) - sample0 for p in positions], np.int64)
+    def _audio_features(self, cache: SegmentCache, source_id, audio: np.ndarray, sample0: int, segs: list[int],
+                        shift: int):
+        def encode(positions):
+            starts = np.array([segment_sample(segs[p]) + shift - sample0 for p in positions], np.int64)
             return self._encode("audio", self.features.log_mel_segments(audio, starts))
+        return cache.fetch("audio", [(source_id, "audio", segment_sample(g) + shift) for g in segs], encode)
 
-        vfeat = cache.fetch("video", [(source_id, "video", segment_frame(g)) for g in segs], encode_video)
-        afeat = cache.fetch("audio", [(source_id, "audio", segment_sample(g)) for g in segs], encode_audio)
-        return vfeat, afeat
+    def view_shift_samples(self) -> tuple[int, ...]:
+        """The shift views as audio shifts in samples (0 among them)."""
+        return tuple(int(round(d * SAMPLE_RATE)) for d in self.shift_views)
 
     def window_logits(self, cache: SegmentCache, source_id, frames: np.ndarray, frame0: int,
-                      audio: np.ndarray, sample0: int, windows: Sequence[int]) -> np.ndarray:
-        """Offset logits (len(windows), 21) of grid windows j (segments j..j+S-1), features via `cache`."""
+                      audio: np.ndarray, sample0: int, windows: Sequence[int],
+                      audio_bounds: tuple[int, int] | None = None) -> np.ndarray:
+        """Offset logits (len(windows), 21) of grid windows j (segments j..j+S-1), features via `cache`,
+        each combined from the `shift_views` whose audio lies in media samples audio_bounds = [lo, hi)
+        (default: those `audio` holds; the unshifted view must) (`combine_views`)."""
         n = self.config.n_segments
-        segs = sorted({g for j in windows for g in range(j, j + n)})
-        vfeat, afeat = self.encode_segments(cache, source_id, frames, frame0, audio, sample0, segs)
-        row = {g: i for i, g in enumerate(segs)}
-        take = array_module(vfeat).asarray([row[g] for j in windows for g in range(j, j + n)])
-        return self._head(vfeat[take].reshape(len(windows), n, *vfeat.shape[1:]),
-                          afeat[take].reshape(len(windows), n, *afeat.shape[1:]))
+        lo, hi = (sample0, sample0 + len(audio)) if audio_bounds is None else audio_bounds
+        vsegs = sorted({g for j in windows for g in range(j, j + n)})
+        vfeat = self._video_features(cache, source_id, frames, frame0, vsegs)
+        vrow = {g: i for i, g in enumerate(vsegs)}
+        xp = array_module(vfeat)
+        heads, owner, shifts = [], [], []
+        for d, shift in zip(self.shift_views, self.view_shift_samples()):
+            fit = [i for i, j in enumerate(windows)
+                   if segment_sample(j) + shift >= lo and segment_sample(j + n - 1) + SEG_SAMPLES + shift <= hi]
+            if d == 0.0 and len(fit) < len(windows):
+                raise InputError(f"windows {[j for i, j in enumerate(windows) if i not in fit]} run past the audio given")
+            if not fit:
+                continue
+            asegs = sorted({g for i in fit for g in range(windows[i], windows[i] + n)})
+            afeat = self._audio_features(cache, source_id, audio, sample0, asegs, shift)
+            arow = {g: k for k, g in enumerate(asegs)}
+            vtake = xp.asarray([vrow[g] for i in fit for g in range(windows[i], windows[i] + n)])
+            atake = xp.asarray([arow[g] for i in fit for g in range(windows[i], windows[i] + n)])
+            heads.append(self._head(vfeat[vtake].reshape(len(fit), n, *vfeat.shape[1:]),
+                                    afeat[atake].reshape(len(fit), n, *afeat.shape[1:])))
+            owner += fit
+            shifts += [d] * len(fit)
+        logits, owner, shifts = np.concatenate(heads), np.asarray(owner), np.asarray(shifts)
+        return np.stack([combine_views(self.config.variant, shifts[owner == i], logits[owner == i])
+                         for i in range(len(windows))])
 
     # ---------------------------------------------------------------- whole files
     def scan(self, source, hop_sec: float = 0.32, *, batch_windows: int = 8, cache: bool = True,

@@ -169,7 +169,8 @@ def search_offset(engine, source, max_offset_sec: float = 6.0, step_sec: float =
                                 f"of video and {len(audio) / SAMPLE_RATE:.2f} s of audio")
     preferred = (len(frames) - WINDOW_FRAMES) // 2 if start_sec is None else int(round(start_sec * FPS))
     plan = []
-    for d in shift_grid(max_offset_sec, step_sec):
+    views = getattr(engine, "shift_views", (0.0,))  # each shift with the model's shift views (views.py)
+    for d in sorted({round(g + v, 6) for g in shift_grid(max_offset_sec, step_sec) for v in views}):
         d_samples = int(round(d * SAMPLE_RATE))
         v = _video_start(preferred, d_samples, len(frames), len(audio))
         if v is not None:

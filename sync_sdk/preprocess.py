@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -27,18 +29,65 @@ SILENCE_PEAK = 1e-4  # audio whose peak stays below this (-80 dBFS) is reported 
 def prepare_inputs(source, offset_sec: float = 0.0, start_sec: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Official model inputs for the 5-s window starting at start_sec, audio shifted by offset_sec.
 
-    source: path | AVClip | (frames (T,H,W,3) uint8, fps, audio (N,) / (C,N) / (N,C), sample_rate).
+    source: path | AVClip | DecodedSpan | (frames (T,H,W,3) uint8, fps, audio (N,) / (C,N) / (N,C),
+    sample_rate).
     offset_sec: positive = the audio crop is taken offset_sec later (audio leads), as in SPEC 1.4.
     Returns vid (14, 16, 3, 224, 224) float32 (the official float16 values) and
     aud (14, 1, 128, 66) float32. Raises ClipTooShortError (media shorter than 5 s + |offset|),
     WindowOutOfRangeError (window outside the media), media errors for files; warns SilentAudioWarning.
     """
+    frames, audio = window_media(source, offset_sec, start_sec)
+    return window_video(frames), window_audio(audio)
+
+
+@dataclass(frozen=True)
+class DecodedSpan:
+    """Part of a file decoded once for several windows: frames (T, H, W, 3) uint8 of 25-fps slots
+    first_frame.., audio (N,) float32 of 16-kHz samples first_sample..; duration_sec: the file's."""
+
+    path: str
+    frames: np.ndarray
+    first_frame: int
+    audio: np.ndarray
+    first_sample: int
+    duration_sec: float | None
+
+
+def decode_span(path, windows: Sequence[tuple[float, float]]) -> DecodedSpan:
+    """One decode of `path` covering the crops of the (offset_sec, start_sec) windows; windows that
+    begin before the media are left out (prepare_inputs on the span raises for them as for the file)."""
+    info = require_streams(path)
+    crops = []
+    for offset_sec, start_sec in windows:
+        try:
+            crops.append(official_window(offset_sec, start_sec))
+        except WindowOutOfRangeError:
+            continue
+    if not crops:
+        return DecodedSpan(str(path), np.zeros((0, 1, 1, 3), np.uint8), 0, np.zeros(0, np.float32), 0,
+                           info.duration_sec)
+    v0, a0 = min(v for v, _ in crops), min(a for _, a in crops)
+    frames = read_video_slots(path, v0, max(v for v, _ in crops) + WINDOW_FRAMES, info)
+    audio = read_audio_samples(path, a0, max(a for _, a in crops) + WINDOW_SAMPLES)
+    return DecodedSpan(str(path), frames, v0, audio, a0, info.duration_sec)
+
+
+def window_media(source, offset_sec: float = 0.0, start_sec: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The raw crops of prepare_inputs' window: frames (125, H, W, 3) uint8 and audio (80000,) float32;
+    the same checks and warnings."""
     v0, a0 = official_window(offset_sec, start_sec)
     if isinstance(source, (str, os.PathLike)):
         info = require_streams(source)
         frames = read_video_slots(source, v0, v0 + WINDOW_FRAMES, info)
         audio = read_audio_samples(source, a0, a0 + WINDOW_SAMPLES)
         length = info.duration_sec
+    elif isinstance(source, DecodedSpan):
+        v, a = v0 - source.first_frame, a0 - source.first_sample
+        if v < 0 or a < 0:
+            raise ValueError(f"the window at start_sec={start_sec}, offset_sec={offset_sec} is not in the "
+                             f"decoded span (frames from {source.first_frame}, samples from {source.first_sample})")
+        frames, audio = source.frames[v:v + WINDOW_FRAMES], source.audio[a:a + WINDOW_SAMPLES]
+        length = source.duration_sec
     else:
         clip = source if isinstance(source, AVClip) else clip_from_arrays(*source)
         base = int(round(clip.start_sec * FPS))
@@ -51,8 +100,17 @@ def prepare_inputs(source, offset_sec: float = 0.0, start_sec: float = 0.0) -> t
     if len(frames) < WINDOW_FRAMES or len(audio) < WINDOW_SAMPLES:
         _raise_out_of_range(source, length, offset_sec, start_sec, len(frames), len(audio))
     warn_if_silent(audio, f"window at {start_sec} s (offset {offset_sec} s) of {_name(source)}")
-    v_starts, a_starts = window_segment_starts(0, 0)
-    return _video_at(frames, v_starts), _audio_at(audio, a_starts)
+    return frames, audio
+
+
+def window_video(frames: np.ndarray) -> np.ndarray:
+    """(14, 16, 3, 224, 224) float32 video input of a window's frames (125, H, W, 3) uint8."""
+    return _video_at(frames, window_segment_starts(0, 0)[0])
+
+
+def window_audio(audio: np.ndarray) -> np.ndarray:
+    """(14, 1, 128, 66) float32 audio input of a window's samples (80000,) float32."""
+    return _audio_at(audio, window_segment_starts(0, 0)[1])
 
 
 def video_segments(clip: AVClip, seg_ids) -> np.ndarray:
@@ -123,4 +181,6 @@ def _raise_out_of_range(source, length, offset_sec, start_sec, n_frames, n_sampl
 
 
 def _name(source) -> str:
+    if isinstance(source, DecodedSpan):
+        return source.path
     return str(source) if isinstance(source, (str, os.PathLike)) else "the clip"

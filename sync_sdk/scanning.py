@@ -1,8 +1,9 @@
 """scan(): windows on the 0.32-s grid over a whole media, decoded in chunks, each segment encoded once.
 
 Window j is the 5-s crop at frame 8j / sample 5120j (see windows.py); a window is predicted as soon as
-its crop is decoded, in batches of `batch_windows`, and the decoded data no later window needs is
-dropped, so memory stays at a few windows whatever the media length.
+its crop is decoded (with the audio its shift views read, views.py), in batches of `batch_windows`, and
+the decoded data no later window needs is dropped, so memory stays at a few windows whatever the media
+length. A window's shift views whose audio lies outside the media are left out (at its two ends).
 """
 from __future__ import annotations
 
@@ -71,15 +72,22 @@ def scan(engine, source, hop_sec: float = STEP_SEC, *, batch_windows: int = 8, c
     source_id = ("scan", next(_scan_ids), name)
     reader = open_reader(source)
     total = None if reader.expected_windows is None else -(-reader.expected_windows // k)
+    shifts = engine.view_shift_samples()
+    ahead, back = max(0, max(shifts)), max(0, -min(shifts))  # audio the shift views read past a crop
     frames = audio = None
     frame0 = sample0 = seen_f = seen_a = 0
     results: list[SyncResult] = []
     j = 0  # next window to predict
-    while (chunk := reader.next_chunk()) is not None:
-        frames = chunk[0] if frames is None else np.concatenate([frames, chunk[0]])
-        audio = chunk[1] if audio is None else np.concatenate([audio, chunk[1]])
-        seen_f, seen_a = seen_f + len(chunk[0]), seen_a + len(chunk[1])
-        ready = list(range(j, n_windows(seen_f, seen_a), k))  # windows whose crop is decoded
+    ended = False
+    while not ended:
+        chunk = reader.next_chunk()
+        ended = chunk is None
+        if not ended:
+            frames = chunk[0] if frames is None else np.concatenate([frames, chunk[0]])
+            audio = chunk[1] if audio is None else np.concatenate([audio, chunk[1]])
+            seen_f, seen_a = seen_f + len(chunk[0]), seen_a + len(chunk[1])
+        # windows whose crop is decoded, with the audio of their later views unless the media has ended
+        ready = list(range(j, n_windows(seen_f, seen_a if ended else seen_a - ahead), k))
         for b in range(0, len(ready), batch_windows):
             batch = ready[b:b + batch_windows]
             if cache:
@@ -91,10 +99,10 @@ def scan(engine, source, hop_sec: float = STEP_SEC, *, batch_windows: int = 8, c
                                                source=name)
                         for lg, w in zip(logits, batch)]
             j = batch[-1] + k
-            # keep only what later windows need: from the first segment of window j on (with a hop
-            # longer than a window that segment may lie beyond what is decoded)
+            # keep only what later windows need: from the first segment of window j on, and the audio
+            # of its earlier views (with a hop longer than a window that may lie beyond what is decoded)
             cut_f = min(segment_frame(j) - frame0, len(frames))
-            cut_a = min(segment_sample(j) - sample0, len(audio))
+            cut_a = max(0, min(segment_sample(j) - back - sample0, len(audio)))
             frames, frame0 = frames[cut_f:], frame0 + cut_f
             audio, sample0 = audio[cut_a:], sample0 + cut_a
             if progress:

@@ -4,8 +4,10 @@ Times: the first pushed pts (video or audio) is the stream origin t0; frame i si
 sample n at t0 + n/16000 s. Grid segment g = frames [2+8g, 18+8g) and samples [1280+5120g, ...) from
 t0 (windows.py). When segment g is complete in both streams its audio and visual features are
 encoded once (a private SegmentCache ring); every window j = g-13 on the hop then re-runs only the
-head over the cached features of segments j..j+13. Memory: the raw data of one partial segment per
-stream plus 2*14 segment features.
+head over the cached features of segments j..j+13. With shift views (views.py) each segment's audio is
+also encoded shifted by each view (a segment waits for the audio of its latest view: 0.2 s for
+synthetic-tiny), and each window combines its views; a view whose audio would start before t0 is left
+out. Memory: the raw data of one partial segment per stream plus 2*14 segment features per view.
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ class SyncStream:
         self.engine = engine
         self.hop = hop_segments(hop_sec)
         self.n_segments = engine.config.n_segments
-        self.cache = SegmentCache(capacity=2 * self.n_segments)
+        self.shifts = engine.view_shift_samples()
+        self.cache = SegmentCache(capacity=2 * self.n_segments * len(self.shifts))
         self._id = ("stream", next(_stream_ids))
         self.t0: float | None = None
         self._frames: np.ndarray | None = None  # frames from index _frame0 on
@@ -123,21 +126,24 @@ class SyncStream:
             g_end = self._next_seg
             while (g_end - self._next_seg < self.n_segments
                    and segment_frame(g_end) + SEG_FRAMES <= self._frames_end
-                   and segment_sample(g_end) + SEG_SAMPLES <= self._samples_end):
+                   and segment_sample(g_end) + SEG_SAMPLES + max(self.shifts) <= self._samples_end):
                 g_end += 1
             if g_end == self._next_seg:
                 break
-            self.engine.encode_segments(self.cache, self._id, self._frames, self._frame0, self._audio,
-                                        self._sample0, range(self._next_seg, g_end))
+            segs = range(self._next_seg, g_end)
+            for shift in self.shifts:  # the audio of every shift view that starts within the stream
+                fit = [g for g in segs if segment_sample(g) + shift >= 0]
+                self.engine.encode_segments(self.cache, self._id, self._frames, self._frame0, self._audio,
+                                            self._sample0, fit, audio_shift=shift)
             windows = list(range(self._next_window, g_end - self.n_segments + 1, self.hop))
             if windows:  # every segment of these windows is in the ring: only the head runs
                 logits = self.engine.window_logits(self.cache, self._id, self._frames, self._frame0,
-                                                   self._audio, self._sample0, windows)
+                                                   self._audio, self._sample0, windows, (0, self._samples_end))
                 results += [SyncResult.from_logits(lg, start_sec=self.t0 + window_start_sec(j))
                             for lg, j in zip(logits, windows)]
                 self._next_window = windows[-1] + self.hop
             self._next_seg = g_end
-            self._drop_before(segment_frame(g_end), segment_sample(g_end))
+            self._drop_before(segment_frame(g_end), segment_sample(g_end) + min(self.shifts))
         if results:
             self.latest = results[-1]
         return results

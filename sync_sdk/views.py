@@ -14,16 +14,20 @@ official models answer with one view, the default; a model folder asks for more 
 `inference.json` beside its checkpoint or export: {"shift_views_sec": [-0.2, 0.0, 0.2]}.
 
 `SyncEngine.predict`, `predict_batch` and `synchronizability` use the views, and so the commands
-built on them (predict, batch, demo) and benchmarks/accuracy.py; `scan`, `stream`, offset search and
-the Ray batch score one window as the official models do.
+built on them (predict, batch, demo) and benchmarks/accuracy.py. In `predict` a view first keeps the
+video crop and moves the audio crop; where that audio is outside the media it keeps the audio crop
+and moves the video crop by -d instead; a view that fits neither way is left out. The unshifted view
+must fit (its errors are the caller's).
 
-A view first keeps the video crop and moves the audio crop; where that audio is outside the media it
-keeps the audio crop and moves the video crop by -d instead; a view that fits neither way is left out.
-The unshifted view must fit (its errors are the caller's).
+`scan` and `stream` (engine.window_logits) encode each segment's audio once per view and leave out a
+window's views whose audio lies outside the media (at its ends: there the grid fixes the video crop);
+a stream waits for the audio of a window's latest view. Offset search adds the views to each of its
+shifts. The Ray batch and attribution score the one window, as the official models do.
 """
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +66,15 @@ def check_views(shifts: Sequence[float]) -> tuple[float, ...]:
     return out
 
 
+def parse_views(text: str) -> tuple[float, ...]:
+    """Shifts from a command line: comma-separated seconds, e.g. "-0.2,0,0.2" (validated: check_views)."""
+    try:
+        shifts = [float(x) for x in text.split(",")]
+    except ValueError as e:
+        raise InputError(f"shift views: comma-separated seconds such as -0.2,0,0.2, got {text!r}") from e
+    return check_views(shifts)
+
+
 def read_views(*folders: Path | None) -> tuple[float, ...]:
     """The shift views of the first of `folders` holding an inference.json; SINGLE_VIEW if none does."""
     for folder in folders:
@@ -76,20 +89,31 @@ def read_views(*folders: Path | None) -> tuple[float, ...]:
 
 def view_inputs(source, start_sec: float, offset_sec: float, shifts: Sequence[float]) -> list[View]:
     """The views of the window at start_sec (s) with the audio shifted by offset_sec (s), as
-    `preprocess.prepare_inputs` makes them; the unshifted view first."""
-    from .preprocess import prepare_inputs
-    views = [View(0.0, start_sec, *prepare_inputs(source, offset_sec=offset_sec, start_sec=start_sec))]
-    for d in (d for d in shifts if d != 0.0):
-        for start in (start_sec, round(start_sec - d, 6)):
+    `preprocess.prepare_inputs` makes them; the unshifted view first. A file is decoded once for all
+    views, and views with one video crop share one `vid` array."""
+    from .preprocess import decode_span, window_audio, window_media, window_video
+    tries = [[(start_sec, offset_sec)]] + [[(start, round(offset_sec + d, 6)) for start in (start_sec, round(start_sec - d, 6))]
+                                           for d in shifts if d != 0.0]
+    if isinstance(source, (str, os.PathLike)):
+        source = decode_span(source, [(off, start) for views in tries for start, off in views])
+    vids: dict[float, np.ndarray] = {}
+    out = []
+    for d, candidates in zip((0.0, *(d for d in shifts if d != 0.0)), tries):
+        for start, off in candidates:
             try:
-                with warnings.catch_warnings():  # the unshifted view has said so already
-                    warnings.simplefilter("ignore", SilentAudioWarning)
-                    views.append(View(d, start, *prepare_inputs(source, offset_sec=round(offset_sec + d, 6),
-                                                                start_sec=start)))
-                break
+                with warnings.catch_warnings():
+                    if d != 0.0:  # the unshifted view has said so already
+                        warnings.simplefilter("ignore", SilentAudioWarning)
+                    frames, audio = window_media(source, offset_sec=off, start_sec=start)
             except (WindowOutOfRangeError, ClipTooShortError):
+                if d == 0.0:
+                    raise
                 continue
-    return views
+            if start not in vids:
+                vids[start] = window_video(frames)
+            out.append(View(d, start, vids[start], window_audio(audio)))
+            break
+    return out
 
 
 def combine_views(variant: str, shifts: Sequence[float], logits: np.ndarray) -> np.ndarray:

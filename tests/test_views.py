@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from sync_sdk.errors import InputError
-from sync_sdk.views import SINGLE_VIEW, check_views, combine_views, read_views, view_inputs
+from sync_sdk.errors import ClipTooShortError, InputError
+from sync_sdk.views import SINGLE_VIEW, check_views, combine_views, parse_views, read_views, view_inputs
 from tests.bundled import requires_trained_bundle
 from tiny_engine import media_arrays, tiny_engine
 
@@ -18,6 +18,17 @@ def test_check_views_sorts_and_rejects_what_cannot_be_combined():
     for bad in ([0.2], [0, 0.1], [0, 1.2]):
         with pytest.raises(InputError, match="multiples of 0.2"):
             check_views(bad)
+
+
+def test_parse_views_from_the_command_line(capsys):
+    from sync_sdk.cli import build_parser
+    assert parse_views("0.2,-0.2,0") == VIEWS
+    with pytest.raises(InputError, match="comma-separated seconds"):
+        parse_views("-0.2;0")
+    assert build_parser().parse_args(["scan", "f.mp4", "--shift-views", "0,0.2"]).shift_views == (0.0, 0.2)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "f.mp4", "--shift-views", "0.1"])
+    assert "multiples of 0.2 s" in capsys.readouterr().err
 
 
 def test_read_views_from_inference_json(tmp_path):
@@ -67,6 +78,28 @@ def test_view_inputs_move_the_audio_or_else_the_video():
     assert [v.shift_sec for v in view_inputs(media_arrays(5.0), 0.0, 0.0, VIEWS)] == [0.0]  # nothing to spare
 
 
+def test_view_inputs_decode_a_file_once(tmp_path, monkeypatch):
+    """A file's views come from one decode of the span they cover and equal prepare_inputs' per view;
+    views with one video crop share one vid array."""
+    from sync_sdk import media, preprocess
+    from sync_sdk.synthetic import generate_clip, write_clip
+    path = write_clip(generate_clip(5, duration_sec=5.2), tmp_path / "c.mp4")
+    reads = []
+    for name in ("read_video_slots", "read_audio_samples"):
+        real = getattr(media, name)
+        monkeypatch.setattr(preprocess, name, lambda *a, _real=real, _name=name: reads.append((_name, a[1:3])) or _real(*a))
+    views = view_inputs(path, 0.0, 0.0, VIEWS)
+    assert reads == [("read_video_slots", (0, 130)), ("read_audio_samples", (0, 83200))]  # 5.2 s of each
+    assert [(v.shift_sec, v.start_sec) for v in views] == [(0.0, 0.0), (-0.2, 0.2), (0.2, 0.0)]
+    assert views[2].vid is views[0].vid
+    for v in views:
+        vid, aud = preprocess.prepare_inputs(path, offset_sec=v.shift_sec, start_sec=v.start_sec)
+        np.testing.assert_array_equal(v.vid, vid)
+        np.testing.assert_array_equal(v.aud, aud)
+    with pytest.raises(ClipTooShortError):  # the unshifted window's own error, as prepare_inputs says it
+        view_inputs(path, 0.0, 0.4, VIEWS)
+
+
 @pytest.fixture(scope="module")
 def clip():
     return media_arrays(6.5)
@@ -105,6 +138,42 @@ def test_synchronizability_averages_the_views_log_odds(clip):
             lg = eng.backend.model(torch.from_numpy(vid[:13])[None], torch.from_numpy(aud[:13])[None])[0]
         odds.append(float(lg[1] - lg[0]))
     assert eng.synchronizability(clip) == pytest.approx(1 / (1 + np.exp(-np.mean(odds))), abs=1e-5)
+
+
+def test_scan_and_stream_combine_the_views_that_fit(clip):
+    """scan: an inner window combines its three views as predict does (there every view keeps the
+    video crop); window 0 has no audio before the media for view -0.2 and combines the other two; a
+    stream gives the scan's answers, each window once the audio of its view +0.2 has come."""
+    from sync_sdk.windows import window_start_sec
+    eng = tiny_engine(shift_views=VIEWS)
+    timeline = eng.scan(clip, hop_sec=0.32)
+    assert len(timeline.windows) == 5  # 6.5 s: windows 0..4, as with one view
+    inner = eng.predict(clip, start_sec=window_start_sec(2))
+    np.testing.assert_allclose(timeline.windows[2].logits, inner.logits, atol=1e-4)
+    first = [reference_logits(eng, clip, 0.0, d) for d in (0.0, 0.2)]
+    np.testing.assert_allclose(timeline.windows[0].logits, combine_views("sync", (0.0, 0.2), np.stack(first)),
+                               atol=1e-4)
+    assert not np.allclose(timeline.windows[0].logits, tiny_engine().scan(clip).windows[0].logits, atol=1e-2)
+    frames, _, audio, _ = clip
+    stream = eng.stream(hop_sec=0.32)
+    stream.push_video(frames)
+    got = stream.push_audio(audio[:int(6.3 * 16000)])  # window 4: segment 17 ends at 6.16 s, shifted at 6.36 s
+    assert len(got) == 4
+    plain = tiny_engine().stream(hop_sec=0.32)
+    plain.push_video(frames)
+    assert len(plain.push_audio(audio[:int(6.3 * 16000)])) == 5  # one view: window 4 is ready
+    got += stream.push_audio(audio[int(6.3 * 16000):])
+    for a, b in zip(got, timeline.windows):
+        np.testing.assert_allclose(a.logits, b.logits, atol=1e-4)
+    assert len(got) == 5
+
+
+def test_offset_search_adds_the_views_to_its_shifts(clip):
+    """Shifts -1.6..1.6 s in 0.8-s steps, each with views -0.2 / 0 / +0.2, those that fit 6.5 s of
+    media (|shift| <= 1.5 s); one view: only the grid's."""
+    shifts = lambda eng: [p.shift_sec for p in eng.search_offset(clip, max_offset_sec=3.0, step_sec=0.8).shifts]  # noqa: E731
+    assert shifts(tiny_engine()) == [-0.8, 0.0, 0.8]
+    assert shifts(tiny_engine(shift_views=VIEWS)) == [-1.4, -1.0, -0.8, -0.6, -0.2, 0.0, 0.2, 0.6, 0.8, 1.0, 1.4]
 
 
 def test_bundle_asks_for_views_and_checkpoints_do_not(tmp_path):
