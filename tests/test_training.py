@@ -351,6 +351,32 @@ def _clip_id_feats(groups, n_video=40, n_audio=413):
     return stages.GridFeatureSet(clip_id(vt.shape), clip_id(at.shape), vt, at, groups)
 
 
+def test_grid_window_jitter_moves_the_audio_within_the_cache():
+    """jitter: U{-2..2} audio rows (recipe.jitter_rows(0.08) = 2), clipped where the window would
+    leave the cached audio (class 0 at the first segment, class 20 at the last); the windows and
+    lag maps follow the moved audio rows; rows = 0 draws nothing, so a recipe without jitter keeps
+    its window stream."""
+    from sync_sdk.training.recipe import jitter_rows
+    assert jitter_rows(0.08) == 2 and jitter_rows(0.1) == 2 and jitter_rows(0.0) == 0
+    feats = _clip_id_feats(np.zeros(2))
+    w, c = np.array([0, 0, 26, 26] * 50), np.array([0, 20, 0, 20] * 50)
+    u = feats.jitter(np.random.default_rng(0), w, c, 14, 2)
+    _, j = data.window_indices(w, c, 14, u)
+    assert j.min() >= 0 and j.max() < feats.afeat.shape[1]
+    assert set(u[w + c == 0]) == {0, 1, 2} and set(u[(w == 26) & (c == 20)]) == {-2, -1, 0}
+    assert set(u[(w == 26) & (c == 0)]) == {-2, -1, 0, 1, 2}
+    rng = np.random.default_rng(3)
+    assert feats.jitter(rng, w, c, 14, 0) is None and rng.integers(1 << 30) == np.random.default_rng(3).integers(1 << 30)
+    v, a, target, cls, vweight, lag = feats.sample_syncability_with_lags(np.random.default_rng(4), 64, 13,
+                                                                         np.arange(2), jitter_rows=2)
+    rng = np.random.default_rng(4)
+    m, w, c, t, audio_clip = feats.draw_syncability(rng, 64, 13, np.arange(2))
+    u = feats.jitter(rng, w, c, 13, 2)
+    _, j = data.window_indices(w, c, 13, u)
+    assert np.any(u != 0) and np.array_equal(cls.numpy(), c)
+    assert torch.equal(lag, stages.lag_maps(feats.atargets[m[:, None], j].flatten(1), 13))
+
+
 def test_real_video_windows_can_come_from_other_clips_than_the_token_pools():
     """video_clips (the recipe's extra clips): the visual windows come from them, the audio tokens
     still from the pools of `clips`."""

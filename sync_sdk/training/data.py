@@ -137,8 +137,11 @@ def lag_geometry(n_segments: int) -> tuple[np.ndarray, np.ndarray]:
     return audio_token, np.take_along_axis(dist, audio_token[..., None], -1)[..., 0] <= 0.05
 
 
-def window_indices(w: np.ndarray, c: np.ndarray, n_segments: int) -> tuple[np.ndarray, np.ndarray]:
+def window_indices(w: np.ndarray, c: np.ndarray, n_segments: int, u: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Grid rows of windows starting at visual grid segment w (B,) with offset classes c (B,):
-    visual (B, S) = w + s, audio (B, S) = 8 (w + s) + 5 c."""
+    visual (B, S) = w + s, audio (B, S) = 8 (w + s) + 5 c + u; u (B,): audio rows (0.04 s each) off
+    the class's grid offset (jitter; default 0)."""
     g = np.asarray(w)[:, None] + np.arange(n_segments)
-    return g, SEG_PER_STEP * g + GRID_PER_CLASS * np.asarray(c)[:, None]
+    j = SEG_PER_STEP * g + GRID_PER_CLASS * np.asarray(c)[:, None]
+    return g, j if u is None else j + np.asarray(u)[:, None]

@@ -31,7 +31,7 @@ from ..errors import TrainingError
 from ..grid import NUM_OFFSET_CLASSES
 from ..model import build_model, load_weights
 from ..state_dict_rules import POS_EMB_KEY
-from .data import long_clip
+from .data import AUDIO_GRID, long_clip
 from .loop import Schedule, plot_losses, train_stage
 from .losses import classification, info_nce
 from .metrics import offset_accuracy, roc_auc, sync_accuracy
@@ -70,6 +70,7 @@ class TrainConfig:
     stage2_offset_jitter: float = 0.1  # TokenWindows: offsets anywhere in the class's bin (s; model card item 17)
     stage2_real_video_steps: int = 6000  # then real visual windows, fresh audio tokens, ...
     stage2_real_video_lr: float = 6e-3  # ... lr cosine from this to 0 (model card item 11)
+    stage2_real_video_jitter: float = 0.0  # ... each window's audio up to this far (s) off its grid offset
     stage2_takeoff_step: int = 2000   # 0: no check. At this step the head must have left chance ...
     stage2_takeoff_ratio: float = 1.5  # ... (mean batch accuracy of its last 250 steps >= ratio x chance),
     stage2_draws: int = 8             # else stage 2 restarts from a new head draw, at most this many draws
@@ -77,6 +78,7 @@ class TrainConfig:
     stage3_batch: int = 64
     stage3_lr: float = 6e-3          # model card item 11
     stage3_offset_weight: float = 0.25  # stage 2's losses (offset + lag map) kept on the positives (item 15)
+    stage3_offset_jitter: float = 0.0  # each window's audio up to this far (s) off its grid offset
     bundle: str | None = None      # copy the final model files here
     times: dict = field(default_factory=dict)
 
@@ -207,7 +209,8 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
         rng = np.random.default_rng([cfg.seed, 2, i])
         classes = curriculum_classes(i, cfg.stage2_steps)  # all 21 from 40 % of stage2_steps on
         if i >= cfg.stage2_steps:
-            v, a, target, vweight, lag = windows.sample_real_video(rng, cfg.stage2_batch, classes)
+            v, a, target, vweight, lag = windows.sample_real_video(rng, cfg.stage2_batch, classes,
+                                                                   jitter_rows(cfg.stage2_real_video_jitter))
         elif cfg.stage2_windows == "tokens":
             v, a, target, vweight, lag = windows.sample(rng, cfg.stage2_batch, classes, cfg.stage2_offset_jitter)
         else:
@@ -239,6 +242,11 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
                                 f"draws (set aside in {run}/stage2.draw*.state.pt); try another --seed, or more "
                                 "--stage2-draws to go on with the next draw")
         tqdm.write(f"stage 2: head draw {draw - 1} still at chance at step {len(history)}; next draw {draw}")
+
+
+def jitter_rows(seconds: float) -> int:
+    """A jitter in seconds as whole audio-grid rows (0.04 s), rounded down: 0.08 -> 2."""
+    return int(seconds / (AUDIO_GRID / 16000) + 1e-9)
 
 
 def draw_seed(cfg: TrainConfig, draw: int) -> int:
@@ -291,7 +299,8 @@ def run_stage3(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
 
     def step(i: int):
         rng = np.random.default_rng([cfg.seed, 3, i])
-        v, a, target, c, vweight, lag = feats.sample_syncability_with_lags(rng, cfg.stage3_batch, n_seg, train_clips)
+        v, a, target, c, vweight, lag = feats.sample_syncability_with_lags(rng, cfg.stage3_batch, n_seg, train_clips,
+                                                                           jitter_rows(cfg.stage3_offset_jitter))
         logits, offset_ce, lag_loss = syncability_and_offset_loss(model, offset_probe, lag_probe, v, a, target, c,
                                                                   vweight, lag)
         loss, acc = classification(logits, target)

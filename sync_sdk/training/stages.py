@@ -336,10 +336,11 @@ class GridFeatureSet:
                               np.concatenate((self.groups, other.groups)))
 
     def windows(self, m: np.ndarray, w: np.ndarray, c: np.ndarray, n_segments: int,
-                audio_clip: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head inputs of windows (clip m, start w, offset class c): vfeat (B, S*8, Dv),
-        afeat (B, S*6, Da). audio_clip: take the audio of these clips instead (no content overlap)."""
-        g, j = window_indices(w, c, n_segments)
+                audio_clip: np.ndarray | None = None, u: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head inputs of windows (clip m, start w, offset class c, audio jitter u rows): vfeat
+        (B, S*8, Dv), afeat (B, S*6, Da). audio_clip: take the audio of these clips instead (no
+        content overlap)."""
+        g, j = window_indices(w, c, n_segments, u)
         am = m if audio_clip is None else audio_clip
         v = self.vfeat[torch.from_numpy(m)[:, None], torch.from_numpy(g)]
         a = self.afeat[torch.from_numpy(am)[:, None], torch.from_numpy(j)]
@@ -354,6 +355,15 @@ class GridFeatureSet:
         c = rng.choice(np.arange(NUM_OFFSET_CLASSES) if classes is None else np.asarray(classes), batch)
         return m, w, c
 
+    def jitter(self, rng: np.random.Generator, w: np.ndarray, c: np.ndarray, n_segments: int, rows: int
+               ) -> np.ndarray | None:
+        """Audio jitter u (B,) of windows (w, c): U{-rows..rows} audio-grid rows (0.04 s each), kept
+        within the cached audio; None (and no draw from rng) for rows = 0."""
+        if rows <= 0:
+            return None
+        _, j = window_indices(w, c, n_segments)
+        return np.clip(rng.integers(-rows, rows + 1, len(w)), -j[:, 0], self.afeat.shape[1] - 1 - j[:, -1])
+
     def sample_offsets(self, rng: np.random.Generator, batch: int, n_segments: int, clips: np.ndarray,
                        classes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stage-2 batch: random clips (from `clips`), window starts and offset classes (from
@@ -363,21 +373,23 @@ class GridFeatureSet:
         return v, a, torch.from_numpy(c)
 
     def sample_offsets_with_targets(self, rng: np.random.Generator, batch: int, n_segments: int,
-                                    clips: np.ndarray, classes: np.ndarray | None = None):
+                                    clips: np.ndarray, classes: np.ndarray | None = None, jitter_rows: int = 0):
         """`sample_offsets` plus the event targets of the window's tokens: visual vweight (B, S*8)
-        and audio (B, S*6)."""
+        and audio (B, S*6). jitter_rows: each window's audio moved by up to this many audio-grid rows
+        (`jitter`); the target class stays c."""
         m, w, c = self.draw(rng, batch, n_segments, clips, classes)
-        v, a = self.windows(m, w, c, n_segments)
-        return (v, a, torch.from_numpy(c), *self.window_targets(m, w, c, n_segments))
+        u = self.jitter(rng, w, c, n_segments, jitter_rows)
+        v, a = self.windows(m, w, c, n_segments, u=u)
+        return (v, a, torch.from_numpy(c), *self.window_targets(m, w, c, n_segments, u))
 
-    def window_targets(self, m: np.ndarray, w: np.ndarray, c: np.ndarray, n_segments: int
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Event targets of the tokens of windows (clip m, start w, offset class c), each in its own
-        clip's audio: visual (B, S*8) and audio (B, S*6)."""
+    def window_targets(self, m: np.ndarray, w: np.ndarray, c: np.ndarray, n_segments: int,
+                       u: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Event targets of the tokens of windows (clip m, start w, offset class c, audio jitter u),
+        each in its own clip's audio: visual (B, S*8) and audio (B, S*6)."""
         if self.vtargets is None or self.atargets is None:
             raise ValueError("windows with token targets need the event targets "
                              "(GridFeatureSet(..., vtargets, atargets))")
-        g, j = window_indices(w, c, n_segments)
+        g, j = window_indices(w, c, n_segments, u)
         mi = torch.from_numpy(m)[:, None]
         return (self.vtargets[mi, torch.from_numpy(g)].flatten(1).float(),
                 self.atargets[mi, torch.from_numpy(j)].flatten(1).float())
@@ -415,12 +427,14 @@ class GridFeatureSet:
         return v, a, torch.from_numpy(target)
 
     def sample_syncability_with_lags(self, rng: np.random.Generator, batch: int, n_segments: int,
-                                     clips: np.ndarray):
+                                     clips: np.ndarray, jitter_rows: int = 0):
         """`sample_syncability` plus the stage-2 targets of the synchronizable windows: offset class c
-        (B,), vweight (B, S*8) (zero for the no-overlap windows) and lag maps (B, S*8, 21)."""
+        (B,), vweight (B, S*8) (zero for the no-overlap windows) and lag maps (B, S*8, 21).
+        jitter_rows: every window's audio moved by up to this many audio-grid rows (`jitter`)."""
         m, w, c, target, audio_clip = self.draw_syncability(rng, batch, n_segments, clips)
-        v, a = self.windows(m, w, c, n_segments, audio_clip=audio_clip)
-        vtarget, atarget = self.window_targets(m, w, c, n_segments)
+        u = self.jitter(rng, w, c, n_segments, jitter_rows)
+        v, a = self.windows(m, w, c, n_segments, audio_clip=audio_clip, u=u)
+        vtarget, atarget = self.window_targets(m, w, c, n_segments, u)
         target = torch.from_numpy(target)
         return v, a, target, torch.from_numpy(c), vtarget * target[:, None], lag_maps(atarget, n_segments)
 

@@ -93,10 +93,11 @@ class TokenWindows:
         return (self._fill(self.vpools, vclose, rng), self._fill(self.apools, aclose, rng), torch.from_numpy(c),
                 torch.from_numpy(vclose).float(), torch.from_numpy(lag * self.inside).float())
 
-    def sample_real_video(self, rng: np.random.Generator, batch: int, classes: np.ndarray):
+    def sample_real_video(self, rng: np.random.Generator, batch: int, classes: np.ndarray, jitter_rows: int = 0):
         """Like `sample`, but the visual tokens, vweight and lag maps are those of a real window of
-        `video_clips` (`GridFeatureSet.sample_offsets_with_targets`) and each audio token is drawn
-        from the pool of its real target's closeness bin."""
+        `video_clips` (`GridFeatureSet.sample_offsets_with_targets`, its audio moved by up to
+        jitter_rows audio-grid rows) and each audio token is drawn from the pool of its real target's
+        closeness bin."""
         v, _, c, vweight, atarget = self.feats.sample_offsets_with_targets(rng, batch, self.n_segments,
-                                                                           self.video_clips, classes)
+                                                                           self.video_clips, classes, jitter_rows)
         return v, self._fill(self.apools, atarget.numpy(), rng), c, vweight, lag_maps(atarget, self.n_segments)
