@@ -92,13 +92,15 @@ def view_inputs(source, start_sec: float, offset_sec: float, shifts: Sequence[fl
     `preprocess.prepare_inputs` makes them; the unshifted view first. A file is decoded once for all
     views, and views with one video crop share one `vid` array."""
     from .preprocess import decode_span, window_audio, window_media, window_video
-    tries = [[(start_sec, offset_sec)]] + [[(start, round(offset_sec + d, 6)) for start in (start_sec, round(start_sec - d, 6))]
-                                           for d in shifts if d != 0.0]
+    order = (0.0, *(d for d in shifts if d != 0.0))
+    # per view, the (start_sec, offset_sec) placements to try: the audio moved, else the video moved
+    tries = [[(start_sec, offset_sec)] if d == 0.0 else
+             [(start, round(offset_sec + d, 6)) for start in (start_sec, round(start_sec - d, 6))] for d in order]
     if isinstance(source, (str, os.PathLike)):
-        source = decode_span(source, [(off, start) for views in tries for start, off in views])
+        source = decode_span(source, [(off, start) for placements in tries for start, off in placements])
     vids: dict[float, np.ndarray] = {}
     out = []
-    for d, candidates in zip((0.0, *(d for d in shifts if d != 0.0)), tries):
+    for d, candidates in zip(order, tries):
         for start, off in candidates:
             try:
                 with warnings.catch_warnings():
