@@ -21,7 +21,9 @@ checkpoint when present, or --sync-model.
 
 --shift-views: the audio shifts (s) whose views each answer combines, as `SyncEngine.predict` does
 (sync_sdk/views.py); default: what the model folder's inference.json asks for (synthetic-tiny:
--0.2,0,0.2; the official models: 0). `--shift-views 0` scores the plain single window.
+-0.2,0,0.2; the official models: 0). With several views the same run also scores the unshifted
+window alone (the table's "one view" column, "single_view" in the JSON); `--shift-views 0` scores
+only that.
 """
 from __future__ import annotations
 
@@ -82,20 +84,25 @@ class Evaluator:
             if ka.split(".")[0] in ("vfeat_extractor", "afeat_extractor"))
 
     @torch.no_grad()
-    def __call__(self, views: list[View]) -> tuple[np.ndarray | None, float | None]:
-        """One window's views (`view_inputs`) -> (offset probabilities (21,) or None, synchronizable
-        probability or None), each combined over the views (`combine_views`)."""
+    def __call__(self, views: list[View]) -> dict:
+        """One window's views (`view_inputs`, the unshifted one first) -> {"pred": offset class or None,
+        "sync_p": synchronizable probability or None}, each combined over the views (`combine_views`),
+        and the same from the unshifted view alone ("pred_single", "sync_p_single")."""
         shifts = [v.shift_sec for v in views]
-        probs = sync_p = None
+        out = dict.fromkeys(("pred", "sync_p", "pred_single", "sync_p_single"))
         feats = None
         if self.model is not None:
             feats = self._features(self.model, views)
-            probs = softmax(combine_views("sync", shifts, self._logits(self.model, feats)))
+            logits = self._logits(self.model, feats)
+            out["pred"] = int(combine_views("sync", shifts, logits).argmax())
+            out["pred_single"] = int(logits[0].argmax())
         if self.sab is not None:
             if not self.shared:
                 feats = self._features(self.sab, views)
-            sync_p = float(softmax(combine_views("synchronizability", shifts, self._logits(self.sab, feats)))[1])
-        return probs, sync_p
+            logits = self._logits(self.sab, feats)
+            out["sync_p"] = float(softmax(combine_views("synchronizability", shifts, logits))[1])
+            out["sync_p_single"] = float(softmax(logits[0])[1])
+        return out
 
     @staticmethod
     def _features(model: torch.nn.Module, views: list[View]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -127,15 +134,23 @@ def synthetic_eval(ev: Evaluator, n: int, n_neg: int, seed: int, workdir: Path) 
         path = synthetic.write_clip(clip, workdir / f"clip_{clip_seed}.mp4")
         views = view_inputs(path, 0.0, 0.0, ev.shifts)
         path.unlink()
-        probs, sync_p = ev(views)
-        rows.append({"seed": clip_seed, "kind": clip.kind, "no_overlap": neg, "target": cls,
-                     "pred": None if probs is None else int(probs.argmax()), "sync_p": sync_p})
+        rows.append({"seed": clip_seed, "kind": clip.kind, "no_overlap": neg, "target": cls, **ev(views)})
         if (k + 1) % 25 == 0 or k + 1 == len(jobs):
             print(f"  {k + 1}/{len(jobs)} clips, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
-    return summarise(rows, time.time() - t0)
+    return summarise(rows, time.time() - t0, len(ev.shifts))
 
 
-def summarise(rows: list[dict], seconds: float) -> dict:
+def summarise(rows: list[dict], seconds: float, views: int = 1) -> dict:
+    """Metrics of the combined views; with several views, also those of the unshifted view alone
+    (under "single_view")."""
+    out = _metrics(rows, seconds)
+    if views > 1:
+        out["single_view"] = _metrics([{**r, "pred": r["pred_single"], "sync_p": r["sync_p_single"]}
+                                       for r in rows], seconds)
+    return out
+
+
+def _metrics(rows: list[dict], seconds: float) -> dict:
     pos = [r for r in rows if not r["no_overlap"]]
     out: dict = {"n": len(pos), "n_neg": len(rows) - len(pos), "seconds": round(seconds, 1)}
     if pos and pos[0]["pred"] is not None:
@@ -164,11 +179,10 @@ def csv_eval(ev: Evaluator, csv_path: Path) -> dict:
                 path = csv_path.parent / path
             offset = float(rec[1])
             start = float(rec[2]) if len(rec) > 2 and rec[2].strip() else 0.0
-            probs, sync_p = ev(view_inputs(path, start, offset, ev.shifts))
             rows.append({"path": str(path), "offset_sec": offset, "start_sec": start, "kind": "csv",
                          "no_overlap": False, "target": offset_to_class(offset),
-                         "pred": None if probs is None else int(probs.argmax()), "sync_p": sync_p})
-    out = summarise(rows, time.time() - t0)
+                         **ev(view_inputs(path, start, offset, ev.shifts))})
+    out = summarise(rows, time.time() - t0, len(ev.shifts))
     out["rows"] = rows
     return out
 
@@ -176,11 +190,14 @@ def csv_eval(ev: Evaluator, csv_path: Path) -> dict:
 def print_table(model: str, res: dict) -> None:
     print(f"\nmodel: {model}   clips: {res['n']} offset-labelled, {res['n_neg']} no-overlap   "
           f"({res['seconds']:.0f} s)")
-    print(f"{'metric':<24}{'value':>8}")
+    single = res.get("single_view")
+    print(f"{'metric':<24}{'views' if single else 'value':>8}" + (f"{'one view':>10}" if single else ""))
     for key, label in (("acc1", "Acc@1"), ("acc1_pm1", "Acc@1 +-1 class"),
                        ("sync_acc", "synchronizability acc"), ("sync_auc", "synchronizability AUC")):
         if key in res:
-            print(f"{label:<24}{100 * res[key]:>7.1f}%" if key != "sync_auc" else f"{label:<24}{res[key]:>8.3f}")
+            cells = [res[key]] + ([single[key]] if single else [])
+            print(f"{label:<24}" + "".join(f"{v:>8.3f}  " if key == "sync_auc" else f"{100 * v:>7.1f}%  "
+                                           for v in cells))
     for kind, m in res.get("per_kind", {}).items():
         print(f"  {kind:<22}Acc@1 {100 * m['acc1']:.1f}%  +-1 {100 * m['acc1_pm1']:.1f}%  (n={m['n']})")
     if "acc1_per_offset" in res:
