@@ -190,16 +190,20 @@ class SyncEngine:
         return to_numpy(self.backend.head(v, a))
 
     def encode_segments(self, cache: SegmentCache, source_id, frames: np.ndarray, frame0: int,
-                        audio: np.ndarray, sample0: int, segs: Iterable[int], audio_shift: int = 0):
-        """Features of grid segments `segs` through `cache`: ((n, 8, Dv), (n, 6, Da)).
+                        audio: np.ndarray, sample0: int, segs: Iterable[int]) -> None:
+        """Put the features of grid segments `segs` into `cache`: video once, audio once per shift view
+        whose audio starts within the media (samples >= 0).
 
         frames (T,H,W,3) uint8 hold media frames frame0.., audio (N,) float32 samples sample0..;
-        grid segment g = frames [2+8g, 18+8g), samples [1280+5120g, 11520+5120g) of the media, its audio
-        taken audio_shift samples later (a shift view).
+        grid segment g = frames [2+8g, 18+8g), samples [1280+5120g, 11520+5120g) of the media, shifted
+        by each view's shift (`view_shift_samples`).
         """
         segs = list(segs)
-        return (self._video_features(cache, source_id, frames, frame0, segs),
-                self._audio_features(cache, source_id, audio, sample0, segs, audio_shift))
+        self._video_features(cache, source_id, frames, frame0, segs)
+        for shift in self.view_shift_samples():
+            fit = [g for g in segs if segment_sample(g) + shift >= 0]
+            if fit:
+                self._audio_features(cache, source_id, audio, sample0, fit, shift)
 
     def _video_features(self, cache: SegmentCache, source_id, frames: np.ndarray, frame0: int, segs: list[int]):
         def encode(positions):

@@ -130,11 +130,8 @@ class SyncStream:
                 g_end += 1
             if g_end == self._next_seg:
                 break
-            segs = range(self._next_seg, g_end)
-            for shift in self.shifts:  # the audio of every shift view that starts within the stream
-                fit = [g for g in segs if segment_sample(g) + shift >= 0]
-                self.engine.encode_segments(self.cache, self._id, self._frames, self._frame0, self._audio,
-                                            self._sample0, fit, audio_shift=shift)
+            self.engine.encode_segments(self.cache, self._id, self._frames, self._frame0, self._audio,
+                                        self._sample0, range(self._next_seg, g_end))
             windows = list(range(self._next_window, g_end - self.n_segments + 1, self.hop))
             if windows:  # every segment of these windows is in the ring: only the head runs
                 logits = self.engine.window_logits(self.cache, self._id, self._frames, self._frame0,
