@@ -50,5 +50,5 @@ setup(
         "gpu": ["cupy-cuda12x==14.2.0", "tensorrt==11.4.0.106"],
         "dev": EXPORT + RAY + ["matplotlib==3.11.2", "pytest==9.0.3"],
     },
-    entry_points={"console_scripts": ["sync-sdk=sync_sdk.cli:main"]},
+    entry_points={"console_scripts": ["sync-sdk=sync_sdk.cli.main:main"]},
 )

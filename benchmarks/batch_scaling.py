@@ -6,7 +6,7 @@ many CPUs as the machine has).
 
 Both sides are timed from the start of the job to the last result written, model loading included
 (the Ray cluster's own start is reported apart). Ray runs decode in CPU tasks (1 CPU each) beside
-the actors; without GPUs the actors share half of the CPUs (see sync_sdk.ray_batch.plan_workers),
+the actors; without GPUs the actors share half of the CPUs (see sync_sdk.serving.ray_batch.plan_workers),
 so on 2 cores: 1 decode task at a time and 1, 2 or 4 actors of 1 ONNX Runtime thread each; the
 single process decodes and infers in turn with ONNX Runtime's default threads.
 Writes benchmarks/results/batch_scaling.json (or --out).
@@ -39,7 +39,7 @@ def make_clips(folder: Path, n: int, duration_sec: float) -> list[Path]:
 
 def single_process(files: list[Path], model: str, out: Path) -> dict:
     """`sync-sdk batch` in a fresh process: wall time and the class index per file."""
-    cmd = [sys.executable, "-m", "sync_sdk.cli", "batch", *map(str, files), "--out", str(out),
+    cmd = [sys.executable, "-m", "sync_sdk.cli.main", "batch", *map(str, files), "--out", str(out),
            "--model", model, "--quiet"]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -51,7 +51,7 @@ def single_process(files: list[Path], model: str, out: Path) -> dict:
 
 
 def ray_run(manifest: Path, model: str, workers: int, batch_size: int, out: Path) -> dict:
-    from sync_sdk.ray_batch import read_results, run_ray_batch
+    from sync_sdk.serving.ray_batch import read_results, run_ray_batch
     t = time.perf_counter()
     s = run_ray_batch(manifest, out, model, workers=workers, batch_size=batch_size, progress=False)
     wall = time.perf_counter() - t

@@ -91,9 +91,9 @@ def synthetic_clip(n_frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 
 def official_inputs(frames: np.ndarray, pcm: np.ndarray, mel):
     """The official test transform on the CPU with torch, then .to('cuda'): (1,14,16,3,224,224) fp16,
-    (1,14,1,128,66) fp32. `mel`: torchaudio MelSpectrogram, or None to use sync_sdk.features.log_mel."""
+    (1,14,1,128,66) fp32. `mel`: torchaudio MelSpectrogram, or None to use sync_sdk.inputs.cpu.log_mel."""
     import torch
-    from sync_sdk.gpu_plan import centre_crop_offsets
+    from sync_sdk.inputs.gpu_plan import centre_crop_offsets
     v = torch.from_numpy(frames).permute(0, 3, 1, 2)                    # (T, 3, H, W) as read_video TCHW
     top, left = centre_crop_offsets(v.shape[2], v.shape[3])
     v = v[:, :, top:top + 224, left:left + 224][:125]                   # RGBSpatialCrop, 5-s crop
@@ -107,7 +107,7 @@ def official_inputs(frames: np.ndarray, pcm: np.ndarray, mel):
         spec = torch.nn.functional.pad(spec, (0, 66 - spec.shape[-1]))  # PadOrTruncate(66)
         spec = (spec - AST_MEAN) / (2 * AST_STD)                        # AudioNormalizeAST
     else:
-        from sync_sdk.features import log_mel
+        from sync_sdk.inputs.cpu import log_mel
         spec = torch.from_numpy(log_mel(aud.numpy()))[:, 0]
     return vid[None].to("cuda"), spec[:, None][None].to("cuda")
 
@@ -166,8 +166,8 @@ def benchmark(runs: int) -> dict:
     import cupy as cp
     import torch
     from sync_sdk.backends.torch_cuda_backend import TorchCudaBackend
-    from sync_sdk.cache import SegmentCache
-    from sync_sdk.gpu import GpuFeatures
+    from sync_sdk.runtime.cache import SegmentCache
+    from sync_sdk.inputs.gpu import GpuFeatures
 
     torch.backends.cuda.matmul.allow_tf32 = False  # FP32 reference without TF32
     torch.backends.cudnn.allow_tf32 = False
@@ -177,7 +177,7 @@ def benchmark(runs: int) -> dict:
                                                    hop_length=160, n_mels=128)
         mel_impl = f"torchaudio {torchaudio.__version__} (CPU)"
     except ImportError:
-        mel, mel_impl = None, "sync_sdk.features.log_mel (NumPy, CPU): torchaudio missing"
+        mel, mel_impl = None, "sync_sdk.inputs.cpu.log_mel (NumPy, CPU): torchaudio missing"
 
     n_updates = min(runs, 15)
     frames, pcm = synthetic_clip(18 + 8 * (N_SEG + 3 + n_updates))

@@ -31,10 +31,10 @@ import sync_sdk.model.head as head_module  # noqa: E402
 import sync_sdk.model.layers as layers  # noqa: E402
 from sync_sdk.config import ModelConfig  # noqa: E402
 from sync_sdk.model import build_model  # noqa: E402
-from sync_sdk.training.loop import Schedule  # noqa: E402
-from sync_sdk.training.stages import (GridFeatureSet, LagProbe, curriculum_classes, init_head_,  # noqa: E402
+from sync_training.loop import Schedule  # noqa: E402
+from sync_training.stages import (GridFeatureSet, LagProbe, curriculum_classes, init_head_,  # noqa: E402
                                       offset_and_lag_loss)
-from sync_sdk.training.token_windows import TokenWindows  # noqa: E402
+from sync_training.token_windows import TokenWindows  # noqa: E402
 
 VAL_CLIPS, BATCH, LAG_WEIGHT, CURRICULUM_STEPS = 8, 64, 5.0, 12000
 
@@ -46,10 +46,10 @@ def _math_attention(q, k, v):
 def write_features(run_dir: Path, out: Path) -> None:
     """Grid features of the bank of a recipe run with the default settings, through its stage-1
     encoders -> npz (v, a float16; token targets)."""
-    from sync_sdk.checkpoint import load_checkpoint
+    from sync_sdk.weights.checkpoint import load_checkpoint
     from sync_sdk.model import load_weights
-    from sync_sdk.training.recipe import TrainConfig, build_bank
-    from sync_sdk.training.stages import grid_features, init_weights
+    from sync_training.recipe import TrainConfig, build_bank
+    from sync_training.stages import grid_features, init_weights
     cfg = TrainConfig(run_dir=str(run_dir))
     model = init_weights(build_model(cfg.model_config()), cfg.seed)
     bank = build_bank(cfg, model, run_dir)  # the stored clips, checked against the initial backbone

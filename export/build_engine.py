@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         export_model(args.checkpoint, args.out, precision=precision, seed=args.seed, backend=args.backend,
                      variants=args.variants, exporter=args.exporter, max_clips=args.max_clips, say=print)
         if args.triton_repo:
-            from sync_sdk.triton_repo import write_triton_repo
+            from sync_sdk.serving.triton_repo import write_triton_repo
             info = write_triton_repo(args.out, args.triton_repo, precision=precision, device=args.triton_device,
                                      overwrite=True)
             print(f"wrote Triton models {', '.join(info['models'])} ({info['kind']}, {info['max_clips']} clips "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sync_sdk.training.recipe import TrainConfig, train  # noqa: E402
+from sync_training.recipe import TrainConfig, train  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> TrainConfig:

@@ -1,12 +1,12 @@
 """sync_sdk: fast inference for Synchformer audio-visual synchronisation."""
-from .config import ModelConfig
-from .errors import (BackendError, CheckpointError, ClipTooShortError, DownloadError,
+from sync_sdk.config import ModelConfig
+from sync_sdk.errors import (BackendError, CheckpointError, ClipTooShortError, DownloadError,
                      EngineMismatchError, InputError, MediaDecodeError, MediaNotFoundError,
                      NoAudioStreamError, NoVideoStreamError, SyncSDKError, SyncSDKWarning,
                      UnsafeCheckpointError, WindowOutOfRangeError)
-from .version import __version__
+from sync_sdk.version import __version__
 
-_LAZY = {"SyncEngine": "engine", "SyncResult": "results", "Timeline": "results", "SyncStream": "stream"}
+_LAZY = {"SyncEngine": "engine", "SyncResult": "results", "Timeline": "results", "SyncStream": "runtime.stream"}
 
 
 def __getattr__(name: str):

@@ -11,15 +11,10 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .errors import CheckpointError
+from sync_sdk.errors import CheckpointError
+from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, N_SEGMENTS, VIDEO_TOKENS_PER_SEGMENT
 
 VARIANTS = ("sync", "synchronizability")
-AUDIO_TOKENS_PER_SEGMENT = 6
-VIDEO_TOKENS_PER_SEGMENT = 8
-N_MELS = 128
-SPEC_FRAMES = 66
-FRAMES_PER_SEGMENT = 16
-CROP_SIZE = 224
 
 
 @dataclass(frozen=True)
@@ -32,7 +27,7 @@ class ModelConfig:
     """
 
     variant: str = "sync"
-    n_segments: int = 14
+    n_segments: int = N_SEGMENTS
     a_dim: int = 768
     a_depth: int = 12
     a_heads: int = 12

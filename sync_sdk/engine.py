@@ -17,12 +17,13 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .cache import SegmentCache, array_module
-from .config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT, ModelConfig
-from .errors import BackendError, InputError
-from .results import SyncResult, Timeline, softmax
-from .views import check_views, combine_views, view_inputs
-from .windows import SAMPLE_RATE, SEG_FRAMES, SEG_SAMPLES, segment_frame, segment_sample
+from sync_sdk.runtime.cache import SegmentCache, array_module
+from sync_sdk.config import ModelConfig
+from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
+from sync_sdk.errors import BackendError, InputError
+from sync_sdk.results import SyncResult, Timeline, softmax
+from sync_sdk.runtime.views import check_views, combine_views, view_inputs
+from sync_sdk.geometry import SAMPLE_RATE, SEG_FRAMES, SEG_SAMPLES, segment_frame, segment_sample
 
 DEFAULT_CACHE_CAPACITY = 256
 GPU_BACKEND_PREFIXES = ("tensorrt", "torch-cuda")
@@ -38,12 +39,12 @@ class CpuFeatures:
 
     def video_segments(self, frames: np.ndarray, starts) -> np.ndarray:
         """frames (T,H,W,3) uint8, segments frames[s:s+16] -> (n, 16, 3, 224, 224) float32."""
-        from .features import video_input
+        from sync_sdk.inputs.cpu import video_input
         return video_input(np.stack([frames[s:s + SEG_FRAMES] for s in starts]))
 
     def log_mel_segments(self, pcm: np.ndarray, starts) -> np.ndarray:
         """pcm (L,) float32 16 kHz, segments pcm[s:s+10240] -> (n, 1, 128, 66) float32."""
-        from .features import log_mel
+        from sync_sdk.inputs.cpu import log_mel
         return log_mel(np.stack([pcm[s:s + SEG_SAMPLES] for s in starts]))
 
 
@@ -51,7 +52,7 @@ def default_features(backend):
     """GpuFeatures for a GPU backend when CuPy sees a device (features and cache stay on the GPU),
     else CpuFeatures."""
     if backend.name.startswith(GPU_BACKEND_PREFIXES):
-        from .gpu import GpuFeatures, cuda_available
+        from sync_sdk.inputs.gpu import GpuFeatures, cuda_available
         if cuda_available():
             return GpuFeatures(device=_device_index(getattr(backend, "device", 0)))
     return CpuFeatures()
@@ -101,14 +102,14 @@ class SyncEngine:
         shift_views.
         `engine.info()` says what was picked and why.
         """
-        from .loading import load_backend
+        from sync_sdk.runtime.loading import load_backend
         engine_kwargs = {k: kwargs.pop(k) for k in ("cache_capacity", "max_batch", "shift_views") if k in kwargs}
         be, details = load_backend(name_or_path, backend=backend, device=device, precision=precision, **kwargs)
         return cls(be, model_id=details.get("model_id", ""), details=details, **engine_kwargs)
 
     def info(self) -> dict:
         """What runs: backend, device, precision, model id and config, why it was picked, versions."""
-        from .loading import versions
+        from sync_sdk.runtime.loading import versions
         return {
             "backend": self.backend.name,
             "device": str(getattr(self.backend, "device", "cpu")),
@@ -265,13 +266,13 @@ class SyncEngine:
         (cache=False re-encodes the 14 segments of every window, for comparison).
         progress(windows_done, total_or_None) is called after each batch of windows.
         """
-        from .scanning import scan
+        from sync_sdk.runtime.scan import scan
         self._require_variant("sync", "scan")
         return scan(self, source, hop_sec, batch_windows=batch_windows, cache=cache, progress=progress)
 
     def stream(self, hop_sec: float = 0.32):
         """A SyncStream: push frames/samples as they arrive, get a prediction per new window."""
-        from .stream import SyncStream
+        from sync_sdk.runtime.stream import SyncStream
         self._require_variant("sync", "stream")
         return SyncStream(self, hop_sec=hop_sec)
 
@@ -279,24 +280,24 @@ class SyncEngine:
     def desync(self, video, audio, duration_sec: float | None = None, protocol: str = "first_last",
                preset: str = "av-benchmark"):
         """DeSync (s) of a video and its generated audio, as av-benchmark computes it (desync.py)."""
-        from .desync import desync
+        from sync_sdk.analysis.desync import desync
         return desync(self, video, audio, duration_sec=duration_sec, protocol=protocol, preset=preset)
 
     def visual_features(self, source, preset: str = "av-benchmark", duration_sec: float | None = None,
                         output: str = "numpy"):
         """(S*8, v_dim) float32 visual-encoder features at 25 fps, for conditioning: NumPy, or a CuPy
         array left on the GPU with output="cupy" (DLPack-ready; visual_features.py)."""
-        from .visual_features import visual_features
+        from sync_sdk.analysis.visual_features import visual_features
         return visual_features(self, source, preset=preset, duration_sec=duration_sec, output=output)
 
     def attribute(self, source, trials: int | dict = 64, **kwargs):
         """Evidence attribution of the window at start_sec by random corruption (attribution.py)."""
-        from .attribution import attribute
+        from sync_sdk.analysis.attribution import attribute
         return attribute(self, source, trials=trials, **kwargs)
 
     def search_offset(self, source, max_offset_sec: float = 6.0, **kwargs):
         """Offset beyond +-2 s: audio shifted in steps, predictions combined (offset_search.py)."""
-        from .offset_search import search_offset
+        from sync_sdk.analysis.offset_search import search_offset
         return search_offset(self, source, max_offset_sec=max_offset_sec, **kwargs)
 
     # ---------------------------------------------------------------- cache

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid import IN_SYNC_CLASS, NUM_OFFSET_CLASSES, class_to_offset
+from sync_sdk.geometry import IN_SYNC_CLASS, NUM_OFFSET_CLASSES, class_to_offset
 
 TOPK = 5
 CSV_FIELDS = ("window", "start_sec", "end_sec", "offset_sec", "class_index", "confidence", "in_sync",

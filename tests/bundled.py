@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from sync_sdk.loading import MODELS_DIR
+from sync_sdk.runtime.loading import MODELS_DIR
 
 BUNDLED = MODELS_DIR / "synthetic-tiny"
 QUALITY_FLOOR = 0.6  # held-out Acc@1 (benchmarks/accuracy.py)

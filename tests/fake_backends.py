@@ -159,7 +159,7 @@ def flash_click_clip(duration_sec: float, offset_sec: float, seed: int = 0, size
 
 def tiny_checkpoint(path, seed: int = 0):
     """A seeded random tiny-config .safetensors checkpoint (config stored in it) for CLI runs."""
-    from sync_sdk.checkpoint import expected_shapes, save_checkpoint
+    from sync_sdk.weights.checkpoint import expected_shapes, save_checkpoint
     rng = np.random.default_rng(seed)
     sd = {k: rng.normal(0, 0.3, shape).astype(np.float32) for k, shape in expected_shapes(TINY).items()}
     return save_checkpoint(path, sd, TINY)

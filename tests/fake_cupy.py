@@ -1,4 +1,4 @@
-"""A CPU stand-in for the part of CuPy that sync_sdk.gpu uses, for checking its host logic without a GPU.
+"""A CPU stand-in for the part of CuPy that sync_sdk.inputs.gpu uses, for checking its host logic without a GPU.
 
 `install(monkeypatch)` puts fake `cupy`, `cupy.cuda`, `cupy.cuda.cufft` and `cupyx` modules in
 sys.modules. Device arrays are NumPy arrays (subclass `ndarray`); RawModule parses the extern "C"

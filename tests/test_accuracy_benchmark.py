@@ -34,7 +34,7 @@ def test_views_run_reports_the_single_view_too(tmp_path):
 
 
 def test_csv_rows_score_the_offset_the_preprocessing_applies(tmp_path):
-    from sync_sdk.grid import offset_to_class
+    from sync_sdk.geometry import offset_to_class
     from sync_sdk.synthetic import generate_clip, write_clip
     write_clip(generate_clip(900_000_010, duration_sec=5.6), tmp_path / "a.mp4")
     (tmp_path / "list.csv").write_text("path,offset_sec,start_sec\na.mp4,0.4,0.2\n")

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from sync_sdk.attribution import attribute, effect, segment_of_time, unit_scores
+from sync_sdk.analysis.attribution import attribute, effect, segment_of_time, unit_scores
 from sync_sdk.errors import InputError
 from tests.fake_backends import CellsBackend, Engine, EventBackend, flash_click_clip
 from tests.bundled import requires_trained_bundle
@@ -149,7 +149,7 @@ def test_engine_method_and_cli(tmp_path, capsys):
     pytest.importorskip("torch")
     import json
 
-    from sync_sdk.cli import main
+    from sync_sdk.cli.main import main
     from sync_sdk.synthetic import generate_clip, write_clip
     from tests.fake_backends import tiny_checkpoint
     model = tiny_checkpoint(tmp_path / "tiny.safetensors")

@@ -11,7 +11,7 @@ import pytest
 from conftest import SHARED, reference_dir
 from sync_sdk.config import ModelConfig
 from sync_sdk.errors import BackendError, EngineMismatchError, InputError
-from sync_sdk.manifest import MANIFEST_NAME, check_engine, read_manifest
+from sync_sdk.weights.manifest import MANIFEST_NAME, check_engine, read_manifest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -32,7 +32,7 @@ def rel_err(got: np.ndarray, want: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def tiny_reference(tmp_path_factory):
     """(reference folder, torch model with its weights, fp32 export dir of that model)."""
-    from sync_sdk.checkpoint import load_checkpoint
+    from sync_sdk.weights.checkpoint import load_checkpoint
     ref = reference_dir("SYNC_SDK_REFERENCE", SHARED / "reference" / "tiny_seed0")
     config = ModelConfig.from_reference_json(ref / "config.json")
     model = load_weights(build_model(config), load_checkpoint(ref / "state_dict.npz", config=config).state_dict)
@@ -149,7 +149,7 @@ def test_gpu_backends_fail_clearly_when_missing(tiny_reference):
 
 
 def test_runtime_modules_do_not_import_torch():
-    code = ("import sys; import sync_sdk.manifest, sync_sdk.backends.onnxruntime_backend, "
+    code = ("import sys; import sync_sdk.weights.manifest, sync_sdk.backends.onnxruntime_backend, "
             "sync_sdk.backends.tensorrt_backend; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -264,7 +264,7 @@ def _fake_tensorrt(cupy, version: str):
 
 def _add_fake_engines(export_dir, version: str, cc: str = "9.0"):
     """Engine files (holding their ONNX graph's path) and their manifest entries."""
-    from sync_sdk.manifest import STAGES, sha256_file
+    from sync_sdk.weights.manifest import STAGES, sha256_file
     path = export_dir / MANIFEST_NAME
     manifest = json.loads(path.read_text())
     for stage in STAGES:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sync_sdk.checkpoint import (POS_EMB_KEY, convert_checkpoint, expected_shapes, infer_config,
+from sync_sdk.weights.checkpoint import (POS_EMB_KEY, convert_checkpoint, expected_shapes, infer_config,
                                  load_checkpoint, save_checkpoint)
 from sync_sdk.config import ModelConfig
 from sync_sdk.errors import (CheckpointError, CheckpointNotFoundError, SyncSDKWarning,
@@ -163,7 +163,7 @@ def test_official_pt_loads_without_running_pickled_code(tmp_path, ref_sd, ref_cf
 def test_loading_needs_no_torch_at_run_time(tmp_path, ref_sd, ref_cfg):
     path = _official_pt(tmp_path / "ckpt.pt", ref_sd, tmp_path / "marker")
     code = ("import sys; sys.modules['torch'] = None; import numpy as np\n"
-            "from sync_sdk.checkpoint import load_checkpoint\nfrom sync_sdk.config import ModelConfig\n"
+            "from sync_sdk.weights.checkpoint import load_checkpoint\nfrom sync_sdk.config import ModelConfig\n"
             f"ck = load_checkpoint({str(path)!r}, config=ModelConfig.from_dict({ref_cfg.to_dict()!r}))\n"
             "print(len(ck.state_dict), float(sum(np.float64(v.sum()) for v in ck.state_dict.values())))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

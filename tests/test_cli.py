@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sync_sdk.cli import EXIT_MODEL, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
+from sync_sdk.cli.main import EXIT_MODEL, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, main
 
 REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("torch")
@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A tiny checkpoint and two short mp4 files (8.2 s and 5.4 s)."""
-    from sync_sdk.checkpoint import save_checkpoint
+    from sync_sdk.weights.checkpoint import save_checkpoint
     from sync_sdk.synthetic import generate_clip, write_clip
     from tiny_engine import tiny_state_dict
     d = tmp_path_factory.mktemp("cli")
@@ -40,7 +40,7 @@ def model(work):
 
 
 def test_help_explains_units_sign_and_exit_codes():
-    out = subprocess.run([sys.executable, "-m", "sync_sdk.cli", "--help"], cwd=REPO, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "sync_sdk.cli.main", "--help"], cwd=REPO, capture_output=True,
                          text=True)
     assert out.returncode == 0
     assert "POSITIVE = the audio LEADS the video" in out.stdout and "seconds" in out.stdout
@@ -72,7 +72,7 @@ def test_predict_json(capsys, work):
 
 
 def test_predict_with_a_synchronizability_model(capsys, work, tmp_path):
-    from sync_sdk.checkpoint import save_checkpoint
+    from sync_sdk.weights.checkpoint import save_checkpoint
     from tiny_engine import tiny_state_dict
     save_checkpoint(tmp_path / "syncability.safetensors", *tiny_state_dict("synchronizability"))
     code, out, _ = run(["predict", work / "a.mp4", "--json", "--model", tmp_path / "syncability.safetensors"],
@@ -150,7 +150,7 @@ def test_info_json(capsys):
 
 
 def test_convert(capsys, work, tmp_path):
-    from sync_sdk.checkpoint import load_checkpoint
+    from sync_sdk.weights.checkpoint import load_checkpoint
     code, _, err = run(["convert", work / "tiny_sd.npz", tmp_path / "c.safetensors"], capsys)
     assert code == EXIT_MODEL and "config" in err  # tiny widths cannot be inferred from shapes
     code, out, _ = run(["convert", work / "tiny_sd.npz", tmp_path / "c.safetensors", "--config", "tiny"], capsys)

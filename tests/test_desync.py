@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sync_sdk.desync import (desync, desync_batch, desync_dir, desync_score, load_pair, offsets_from_logits,
+from sync_sdk.analysis.desync import (desync, desync_batch, desync_dir, desync_score, load_pair, offsets_from_logits,
                              pair_by_stem, window_starts)
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.presets import bicubic_aa_weights, load_audio_16k, resample, resize_short_crop
+from sync_sdk.inputs.presets import bicubic_aa_weights, load_audio_16k, resample, resize_short_crop
 from tests.fake_backends import Engine, RecordingBackend
 
 GRID = np.linspace(-2, 2, 21)
@@ -297,7 +297,7 @@ def test_bare_state_dict_pth_is_accepted(tmp_path):
     than the official 768 need the config named: head counts cannot be read from shapes.)"""
     torch = pytest.importorskip("torch")
     from sync_sdk.backends.torch_backend import TorchBackend
-    from sync_sdk.checkpoint import load_checkpoint
+    from sync_sdk.weights.checkpoint import load_checkpoint
     from sync_sdk.config import ModelConfig
     from sync_sdk.model import build_model, load_weights
     cfg = ModelConfig.named("tiny")
@@ -319,7 +319,7 @@ def test_bare_state_dict_pth_is_accepted(tmp_path):
 
 def test_cli_desync(tmp_path, capsys):
     pytest.importorskip("torch")
-    from sync_sdk.cli import main
+    from sync_sdk.cli.main import main
     from tests.fake_backends import tiny_checkpoint
     model = tiny_checkpoint(tmp_path / "tiny.safetensors")
     vdir, adir = tmp_path / "v", tmp_path / "a"

@@ -5,8 +5,8 @@ import pytest
 
 from sync_sdk.errors import (BackendError, CheckpointError, ClipTooShortError, DownloadError, InputError,
                              MediaNotFoundError)
-from sync_sdk.grid import class_to_offset
-from sync_sdk.windows import window_start_sec
+from sync_sdk.geometry import class_to_offset
+from sync_sdk.geometry import window_start_sec
 from tiny_engine import media_arrays, tiny_engine
 
 torch = pytest.importorskip("torch")
@@ -33,7 +33,7 @@ def timeline(engine, clip):
 
 def reference_logits(engine, source, start_sec=0.0, offset_sec=0.0):
     """Whole model forward on the official inputs: no engine code involved."""
-    from sync_sdk.preprocess import prepare_inputs
+    from sync_sdk.inputs.window import prepare_inputs
     vid, aud = prepare_inputs(source, offset_sec=offset_sec, start_sec=start_sec)
     model = engine.backend.model
     with torch.inference_mode():
@@ -120,8 +120,8 @@ def test_scan_makes_inputs_with_the_engine_features(engine, clip, timeline):
 
 
 def test_scan_of_a_file_decodes_in_chunks(engine, tmp_path, monkeypatch):
-    import sync_sdk.scanning as scanning
-    from sync_sdk.media import read_clip
+    import sync_sdk.runtime.scan as scanning
+    from sync_sdk.media.decode import read_clip
     from sync_sdk.synthetic import generate_clip, write_clip
     path = write_clip(generate_clip(5, duration_sec=9.8), tmp_path / "c.mp4")  # 245 frames: windows 0..15
     monkeypatch.setattr(scanning, "CHUNK_SEC", 0.96)  # 11 chunks: windows span chunk boundaries
@@ -140,7 +140,7 @@ def test_scan_of_a_file_decodes_in_chunks(engine, tmp_path, monkeypatch):
 
 
 def test_scan_window_start_is_what_prepare_inputs_uses():
-    from sync_sdk.segments import official_window
+    from sync_sdk.geometry import official_window
     for j in range(3000):
         assert official_window(0.0, window_start_sec(j)) == (8 * j, 5120 * j)
 
@@ -161,13 +161,13 @@ def test_scan_timeline_outputs(timeline, tmp_path):
     assert d["summary"]["n_windows"] == len(timeline) and len(d["windows"][0]["probs"]) == 21
     assert d["windows"][1]["start_sec"] == 0.32 and d["windows"][1]["end_sec"] == 5.32
     pytest.importorskip("matplotlib")
-    from sync_sdk.plots import plot_timeline
+    from sync_sdk.analysis.plots import plot_timeline
     out = plot_timeline(timeline, tmp_path / "t.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_synchronizability_uses_first_13_segments(clip):
-    from sync_sdk.preprocess import prepare_inputs
+    from sync_sdk.inputs.window import prepare_inputs
     eng = tiny_engine("synchronizability")
     p = eng.synchronizability(clip, start_sec=0.5)
     vid, aud = prepare_inputs(clip, start_sec=0.5)
@@ -193,7 +193,7 @@ def test_typed_input_errors(engine, tmp_path):
 
 # ------------------------------------------------------------------------------- loading
 def test_from_pretrained_checkpoint_file_runs_torch(tmp_path, clip, timeline):
-    from sync_sdk.checkpoint import save_checkpoint
+    from sync_sdk.weights.checkpoint import save_checkpoint
     from sync_sdk.engine import SyncEngine
     from tiny_engine import tiny_state_dict
     sd, config = tiny_state_dict()
@@ -211,8 +211,8 @@ def test_from_pretrained_checkpoint_file_runs_torch(tmp_path, clip, timeline):
 
 
 def test_bundle_layout_sync_and_synchronizability(tmp_path, monkeypatch, clip):
-    import sync_sdk.loading as loading
-    from sync_sdk.checkpoint import save_checkpoint
+    import sync_sdk.runtime.loading as loading
+    from sync_sdk.weights.checkpoint import save_checkpoint
     from sync_sdk.engine import SyncEngine
     from tiny_engine import tiny_state_dict
     bundle = tmp_path / "models" / "toy"
@@ -229,14 +229,14 @@ def test_bundle_layout_sync_and_synchronizability(tmp_path, monkeypatch, clip):
 
 def test_from_pretrained_unknown_name_lists_choices():
     from sync_sdk.engine import SyncEngine
-    from sync_sdk.loading import bundled_models
+    from sync_sdk.runtime.loading import bundled_models
     with pytest.raises(CheckpointError, match="24-01-04T16-39-21") as e:
         SyncEngine.from_pretrained("no-such-model")
     assert all(name in str(e.value) for name in bundled_models())
 
 
 def test_download_failure_names_the_offline_model(monkeypatch):
-    import sync_sdk.checkpoint as ck
+    import sync_sdk.weights.checkpoint as ck
     from sync_sdk.engine import SyncEngine
 
     def fail(name, *a, **k):
@@ -261,12 +261,12 @@ def _run_without_torch(code: str) -> None:
 
 def test_runtime_modules_import_without_torch():
     _run_without_torch("from sync_sdk import SyncEngine, SyncResult, SyncStream, Timeline\n"
-                       "import sync_sdk.cli, sync_sdk.batch, sync_sdk.plots, sync_sdk.scanning, sync_sdk.loading\n")
+                       "import sync_sdk.cli.main, sync_sdk.serving.batch, sync_sdk.analysis.plots, sync_sdk.runtime.scan, sync_sdk.runtime.loading\n")
 
 
 # ------------------------------------------------------------------------------- bundled model
 def _bundled():
-    from sync_sdk.loading import bundled_models
+    from sync_sdk.runtime.loading import bundled_models
     return "synthetic-tiny" in bundled_models()
 
 
@@ -301,7 +301,7 @@ def test_bundled_model_beats_chance_on_held_out_clips():
     (0.69), 16 (0.73), 17 (0.785) and 19 (0.802, one view). Measured with the bundle's three shift
     views: 20 of 21 (MODEL_CARD.md: Acc@1 0.918 over 525 clips); the bound leaves room for numeric drift."""
     from sync_sdk.engine import SyncEngine
-    from sync_sdk.grid import class_to_offset
+    from sync_sdk.geometry import class_to_offset
     from sync_sdk.synthetic import generate_clip
     engine = SyncEngine.from_pretrained("synthetic-tiny", threads=1)
     right = 0
@@ -320,9 +320,9 @@ def test_bundled_synchronizability_tells_no_overlap_clips_apart():
     with its audio tokens on the wrong positional rows (item 15) got 0.680 here with one view. The
     bound leaves room for numeric drift."""
     from sync_sdk.engine import SyncEngine
-    from sync_sdk.grid import class_to_offset
+    from sync_sdk.geometry import class_to_offset
     from sync_sdk.synthetic import generate_clip
-    from sync_sdk.training.metrics import roc_auc
+    from sync_training.metrics import roc_auc
     engine = SyncEngine.from_pretrained("synthetic-tiny/synchronizability", threads=1)
     clips = [generate_clip(900_000_000 + cls, offset_sec=class_to_offset(cls), duration_sec=5.2)
              for cls in range(21)]

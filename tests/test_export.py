@@ -15,7 +15,7 @@ from sync_sdk.errors import BackendError  # noqa: E402
 from sync_sdk.export_onnx import attention_report, export_stage, hygiene_problems, load_model, op_counts  # noqa: E402
 from sync_sdk.export_onnx import graphs  # noqa: E402
 from sync_sdk.export_onnx.precision import tail_nodes  # noqa: E402
-from sync_sdk.manifest import MANIFEST_NAME, STAGES, sha256_file  # noqa: E402
+from sync_sdk.weights.manifest import MANIFEST_NAME, STAGES, sha256_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "export"))
@@ -215,8 +215,8 @@ def test_fp16_and_int8_drift_on_real_clips(cli_export, reference_root):
     -2..2 segments, so the clips differ in content and in audio-visual offset.
     """
     from sync_sdk.backends.onnxruntime_backend import OnnxRuntimeBackend
-    read_clip = pytest.importorskip("sync_sdk.media").read_clip
-    preprocess = pytest.importorskip("sync_sdk.preprocess")
+    read_clip = pytest.importorskip("sync_sdk.media.decode").read_clip
+    preprocess = pytest.importorskip("sync_sdk.inputs.window")
     audio_segments, video_segments = preprocess.audio_segments, preprocess.video_segments
 
     out, _ = cli_export
@@ -334,7 +334,7 @@ def test_engine_build_profiles_timing_cache_and_strong_typing(cli_export, tmp_pa
 
 
 def test_load_model_from_a_checkpoint_file(tmp_path):
-    from sync_sdk.checkpoint import save_checkpoint
+    from sync_sdk.weights.checkpoint import save_checkpoint
     from sync_sdk.export_onnx import random_state_dict
     model, model_id = load_model("tiny", seed=2)
     assert model_id == "tiny-random-seed2"

@@ -6,11 +6,11 @@ Every test skips cleanly without CuPy or a CUDA device (benchmarks/gpu_check.py 
 import numpy as np
 import pytest
 
-from sync_sdk import gpu_plan as plan
+from sync_sdk.inputs import gpu_plan as plan
 from sync_sdk.errors import InputError
-from sync_sdk.gpu import cuda_available
+from sync_sdk.inputs.gpu import cuda_available
 
-features = pytest.importorskip("sync_sdk.features")
+features = pytest.importorskip("sync_sdk.inputs.cpu")
 
 cp = pytest.importorskip("cupy")
 pytestmark = pytest.mark.skipif(not cuda_available(), reason="no CUDA device")
@@ -20,7 +20,7 @@ LUT_STEP = 2.0 / 255.0 + 1e-3  # one uint8 level in model-input units (fp16 tabl
 
 @pytest.fixture(scope="module")
 def gpu():
-    from sync_sdk.gpu import GpuFeatures
+    from sync_sdk.inputs.gpu import GpuFeatures
     return {"float16": GpuFeatures(video_dtype="float16"), "float32": GpuFeatures(video_dtype="float32")}
 
 

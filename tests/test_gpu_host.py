@@ -1,17 +1,17 @@
-"""sync_sdk.gpu's host logic on CPU: GpuFeatures driven through a fake CuPy (tests/fake_cupy.py) whose
+"""sync_sdk.inputs.gpu's host logic on CPU: GpuFeatures driven through a fake CuPy (tests/fake_cupy.py) whose
 kernels check every launch against the real kernels' signatures and run their index arithmetic in NumPy.
 
 Checks argument order and types, the buffer plan and its growth, pinned uploads of only the needed
-span (or a gather for sparse segments), device-array inputs, and the results against sync_sdk.features.
+span (or a gather for sparse segments), device-array inputs, and the results against sync_sdk.inputs.cpu.
 """
 import numpy as np
 import pytest
 
 import fake_cupy
-from sync_sdk import gpu as gpu_mod
+from sync_sdk.inputs import gpu as gpu_mod
 from sync_sdk.errors import BackendError, InputError
 
-features = pytest.importorskip("sync_sdk.features")
+features = pytest.importorskip("sync_sdk.inputs.cpu")
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_video_input_leading_dims_and_resize(cp, feats):
     np.testing.assert_array_equal(np.asarray(got).astype(np.float32), features.video_input(frames))
     big = rng.integers(0, 256, (3, 120, 200, 3), dtype=np.uint8)
     resized = np.asarray(feats.video_input(big, resize=True)).astype(np.float32)
-    from sync_sdk import gpu_plan
+    from sync_sdk.inputs import gpu_plan
     ref = gpu_plan.emulate_frames(big, np.arange(3), features.VIDEO_LUT, gpu_plan.frame_geometry(120, 200, True))
     assert np.abs(resized - ref).max() <= 2 / 255 + 1e-3
     assert fake_cupy.RawModule.launches[-1] == "resize_crop_lut_f16"
@@ -148,7 +148,7 @@ def test_gpu_modules_import_without_torch_and_cupy():
     import subprocess
     import sys
     code = ("import sys; sys.modules['torch'] = None; sys.modules['cupy'] = None; "
-            "import sync_sdk.gpu, sync_sdk.gpu_plan; from sync_sdk.gpu import cuda_available; "
+            "import sync_sdk.inputs.gpu, sync_sdk.inputs.gpu_plan; from sync_sdk.inputs.gpu import cuda_available; "
             "assert not cuda_available()")
     run = subprocess.run([sys.executable, "-c", code], cwd=gpu_mod.kernel_dir().parent, capture_output=True,
                          text=True)

@@ -1,9 +1,9 @@
-"""CPU checks of the GPU kernels' host side (sync_sdk.gpu_plan): tables, geometry, buffer plans, and the
+"""CPU checks of the GPU kernels' host side (sync_sdk.inputs.gpu_plan): tables, geometry, buffer plans, and the
 NumPy emulations of kernels/*.cu against the official references and the NumPy feature path."""
 import numpy as np
 import pytest
 
-from sync_sdk import gpu_plan as plan
+from sync_sdk.inputs import gpu_plan as plan
 
 CASE = "3qesirWAGt4_20000_30000_off1.6_start0.0"
 
@@ -72,7 +72,7 @@ def test_emulated_log_mel_matches_official_aud(case, constants):
 
 
 def test_emulated_log_mel_matches_numpy_features(constants):
-    features = pytest.importorskip("sync_sdk.features")
+    features = pytest.importorskip("sync_sdk.inputs.cpu")
     rng = np.random.default_rng(0)
     waves = (rng.standard_normal((3, plan.SEG_SAMPLES)) * np.array([[0.0], [1e-3], [0.3]])).astype(np.float32)
     starts = np.arange(3) * plan.SEG_SAMPLES
@@ -173,7 +173,7 @@ def test_emulated_crop_matches_official_frames(case, constants, reference_root):
 
 
 def test_emulated_crop_matches_numpy_features(constants):
-    features = pytest.importorskip("sync_sdk.features")
+    features = pytest.importorskip("sync_sdk.inputs.cpu")
     rng = np.random.default_rng(2)
     frames = rng.integers(0, 256, (5, 256, 341, 3), dtype=np.uint8)
     geom = plan.frame_geometry(256, 341, resize=False)

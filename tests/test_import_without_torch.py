@@ -5,8 +5,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-RUNTIME_MODULES = ["sync_sdk", "sync_sdk.config", "sync_sdk.grid", "sync_sdk.errors", "sync_sdk.backends",
-                   "sync_sdk.state_dict_rules"]
+RUNTIME_MODULES = ["sync_sdk", "sync_sdk.config", "sync_sdk.geometry", "sync_sdk.errors", "sync_sdk.backends",
+                   "sync_sdk.weights.state_dict_rules"]
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

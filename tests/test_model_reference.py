@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from sync_sdk.errors import CheckpointError  # noqa: E402
 from sync_sdk.model import ModelConfig, build_model, load_weights  # noqa: E402
-from sync_sdk.state_dict_rules import POS_EMB_KEY  # noqa: E402
+from sync_sdk.weights.state_dict_rules import POS_EMB_KEY  # noqa: E402
 
 TOL = dict(atol=1e-5, rtol=1e-4)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.offset_search import _video_start, combine, search_offset, shift_grid
+from sync_sdk.analysis.offset_search import _video_start, combine, search_offset, shift_grid
 from tests.fake_backends import Engine, EventBackend, flash_click_clip
 from tests.bundled import requires_trained_bundle
 GRID = np.round(np.linspace(-2, 2, 21), 1)
@@ -110,7 +110,7 @@ def test_engine_method_and_cli(tmp_path, capsys):
     pytest.importorskip("torch")
     import json
 
-    from sync_sdk.cli import main
+    from sync_sdk.cli.main import main
     from sync_sdk.synthetic import generate_clip, write_clip
     from tests.fake_backends import tiny_checkpoint
     model = tiny_checkpoint(tmp_path / "tiny.safetensors")

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sync_sdk import features, segments
+from sync_sdk import geometry
+from sync_sdk.inputs import cpu as features
 from sync_sdk.errors import WindowOutOfRangeError
-from sync_sdk.media import clip_from_arrays, read_clip
-from sync_sdk.preprocess import audio_segments, prepare_inputs, video_segments
+from sync_sdk.media.decode import clip_from_arrays, read_clip
+from sync_sdk.inputs.window import audio_segments, prepare_inputs, video_segments
 
 REFERENCE_AV_VERSION = "18.1.0"  # PyAV the stored references were checked with
 CASES = ["3qesirWAGt4_20000_30000_off1.6_start0.0", "ZYc410CE4Rg_0_10000_off-2.0_start4.0"]
@@ -71,14 +72,14 @@ def test_decoding_matches_read_video(preproc_reference_dir, decoded, name):
 def test_crops_and_segments_match(preproc_reference_dir, decoded, name):
     ref, meta, video = _case(preproc_reference_dir, name)
     clip = _full(decoded, video)
-    v0, a0 = segments.official_window(meta["offset_sec"], meta["v_start_i_sec"])
-    assert np.array_equal(clip.audio[a0:a0 + segments.WINDOW_SAMPLES], ref["audio_crop_5s"])
-    top, left = segments.crop_offsets(*clip.frames.shape[1:3])
-    crop = clip.frames[v0:v0 + segments.WINDOW_FRAMES, top:top + 224, left:left + 224]
+    v0, a0 = geometry.official_window(meta["offset_sec"], meta["v_start_i_sec"])
+    assert np.array_equal(clip.audio[a0:a0 + geometry.WINDOW_SAMPLES], ref["audio_crop_5s"])
+    top, left = geometry.crop_offsets(*clip.frames.shape[1:3])
+    crop = clip.frames[v0:v0 + geometry.WINDOW_FRAMES, top:top + 224, left:left + 224]
     np.testing.assert_allclose(crop.reshape(len(crop), -1, 3).mean(axis=1), ref["video_crop_frame_channel_means"],
                                rtol=0, atol=1e-9)
-    _, a_starts = segments.window_segment_starts(v0, a0)
-    waves = np.stack([clip.audio[a:a + segments.SEG_SAMPLES] for a in a_starts])
+    _, a_starts = geometry.window_segment_starts(v0, a0)
+    waves = np.stack([clip.audio[a:a + geometry.SEG_SAMPLES] for a in a_starts])
     assert np.array_equal(waves, ref["audio_segments"])
 
 
@@ -130,22 +131,23 @@ def test_grid_segments_equal_official_window_on_the_grid(preproc_reference_dir, 
     assert not np.array_equal(audio_segments(clip, range(3, 17), offset_sec=0.4), aud3)
     assert np.array_equal(audio_segments(clip, range(3, 17), offset_sec=0.4 - 1 / 16000), aud3)
     half = clip_from_arrays(clip.frames[:125], 25, clip.audio[:80000], 16000)
-    assert list(segments.grid_segments(len(half.frames), len(half.audio))) == list(range(14))
+    assert list(geometry.grid_segments(len(half.frames), len(half.audio))) == list(range(14))
     with pytest.raises(WindowOutOfRangeError):
         video_segments(half, [14])
 
 
 def test_official_window_quirks():
-    assert segments.official_window(1.6, 0.0) == (0, 25600)
-    assert segments.official_window(-2.0, 4.0) == (100, 32000)
-    assert segments.official_window(0.0, 1.16) == (28, 18560)  # int(1.16 * 25) = int(28.999...) = 28
-    assert segments.official_window(-0.5, 0.96) == (24, 7359)  # int(7359.999...) truncates a sample
-    assert segments.official_window(0.0, 0.05) == (1, 800)  # audio from the unrounded start: not 640
-    assert segments.official_window(0.123, 0.0) == (0, 1920)  # offset rounded to 0.01 s first
-    assert segments.official_window(-1.5, 1.49) == (37, 0)  # a_start -160 is clamped to 0
+    assert geometry.official_window(1.6, 0.0) == (0, 25600)
+    assert geometry.official_window(-2.0, 4.0) == (100, 32000)
+    assert geometry.official_window(0.0, 1.16) == (28, 18560)  # int(1.16 * 25) = int(28.999...) = 28
+    assert geometry.official_window(-0.5, 0.96) == (24, 7359)  # int(7359.999...) truncates a sample
+    assert geometry.official_window(0.0, 0.05) == (1, 800)  # audio from the unrounded start: not 640
+    assert geometry.official_window(0.123, 0.0) == (0, 1920)  # offset rounded to 0.01 s first
+    assert geometry.official_window(-1.5, 1.49) == (37, 0)  # a_start -160 is clamped to 0
     with pytest.raises(WindowOutOfRangeError):
-        segments.official_window(-2.0, 1.0)  # audio 1 s before the media start
-    assert segments.crop_offsets(256, 454) == (16, 115) and segments.crop_offsets(256, 340) == (16, 58)
-    assert segments.crop_offsets(256, 341) == (16, 58)  # round(58.5) = 58, half to even
-    assert segments.segment_frames(13) == (106, 122) and segments.segment_samples(13) == (67840, 78080)
-    assert segments.segment_samples(0, offset_sec=-0.2) == (1280 - 3200, 11520 - 3200)
+        geometry.official_window(-2.0, 1.0)  # audio 1 s before the media start
+    assert geometry.crop_offsets(256, 454) == (16, 115) and geometry.crop_offsets(256, 340) == (16, 58)
+    assert geometry.crop_offsets(256, 341) == (16, 58)  # round(58.5) = 58, half to even
+    assert geometry.segment_frame(13) == 106 and geometry.segment_frame(13) + geometry.SEG_FRAMES == 122
+    assert geometry.segment_sample(13) == 67840 and geometry.segment_sample(13) + geometry.SEG_SAMPLES == 78080
+    assert geometry.segment_sample(0, geometry.offset_samples(-0.2)) == 1280 - 3200

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sync_sdk.errors import BackendError, InputError, SyncSDKWarning
-from sync_sdk.ray_batch import (ClipJob, ClipScorer, ShardWriter, error_row, finished_keys, import_ray, ok_row,
+from sync_sdk.serving.ray_batch import (ClipJob, ClipScorer, ShardWriter, error_row, finished_keys, import_ray, ok_row,
                                 plan_workers, read_clip_manifest, read_results, rows_table, run_ray_batch,
                                 shard_paths)
 
@@ -161,7 +161,7 @@ def test_scorer_isolates_a_failing_clip(tiny_model, pq):
     assert [r["status"] for r in rows] == ["error", "ok", "error"]
     assert (rows[0]["error"], rows[0]["message"]) == ("RuntimeError", "NaN input")
     assert (rows[2]["error"], rows[2]["message"]) == ("MediaNotFoundError", "gone")
-    from sync_sdk.ray_batch import clip_logits
+    from sync_sdk.serving.ray_batch import clip_logits
     expected = clip_logits(engine, vid[1:], aud[1:])[0]
     assert rows[1]["class_index"] == int(np.argmax(expected))
     np.testing.assert_allclose(rows[1]["probs"], np.exp(expected) / np.exp(expected).sum(), atol=1e-5)
@@ -171,7 +171,7 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(BackendError, match=r"pip install 'sync-sdk\[ray\]'"):
         import_ray()
-    from sync_sdk.cli import main
+    from sync_sdk.cli.main import main
     assert main(["batch", "--ray", "m.csv", "--out", "out"]) == 3
 
 
@@ -179,11 +179,11 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """The bundled tiny model, else a tiny-config checkpoint with seeded random weights (needs torch)."""
-    from sync_sdk.loading import bundled_models
+    from sync_sdk.runtime.loading import bundled_models
     if "synthetic-tiny" in bundled_models():
         return "synthetic-tiny"
     pytest.importorskip("torch")
-    from sync_sdk.checkpoint import save_checkpoint
+    from sync_sdk.weights.checkpoint import save_checkpoint
     from tiny_engine import tiny_state_dict
     sd, config = tiny_state_dict()
     return str(save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", sd, config))
@@ -211,7 +211,7 @@ def clips(tmp_path_factory):
 
 
 def test_job_on_local_ray(ray_cluster, clips, tiny_model, tmp_path, pq):
-    from sync_sdk.cli import main
+    from sync_sdk.cli.main import main
     from sync_sdk.engine import SyncEngine
     manifest = write_csv(clips / "m.csv", [("c0.mp4", "0", "0"), ("c1.mp4", "0.4", "0.2"), ("notmedia.mp4", "", ""),
                                            ("missing.mp4", "", ""), ("c2.mp4", "0.8", "-0.6")])

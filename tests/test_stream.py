@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sync_sdk.errors import InputError, SyncSDKWarning
-from sync_sdk.windows import window_start_sec
+from sync_sdk.geometry import window_start_sec
 from tiny_engine import media_arrays, tiny_engine
 
 pytest.importorskip("torch")

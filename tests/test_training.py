@@ -6,17 +6,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sync_sdk import segments  # noqa: E402
-from sync_sdk.checkpoint import load_checkpoint  # noqa: E402
+from sync_sdk import geometry  # noqa: E402
+from sync_sdk.weights.checkpoint import load_checkpoint  # noqa: E402
 from sync_sdk.config import ModelConfig  # noqa: E402
 from sync_sdk.errors import TrainingError  # noqa: E402
-from sync_sdk.grid import OFFSET_GRID_SEC, class_to_offset  # noqa: E402
+from sync_sdk.geometry import OFFSET_GRID_SEC, class_to_offset  # noqa: E402
 from sync_sdk.model import build_model  # noqa: E402
-from sync_sdk.training import data, stages  # noqa: E402
-from sync_sdk.training.loop import Schedule, train_stage  # noqa: E402
-from sync_sdk.training.losses import info_nce  # noqa: E402
-from sync_sdk.training.metrics import offset_accuracy, roc_auc, sync_accuracy  # noqa: E402
-from sync_sdk.training.recipe import TrainConfig, stalled, train  # noqa: E402
+from sync_training import data, stages  # noqa: E402
+from sync_training.loop import Schedule, train_stage  # noqa: E402
+from sync_training.losses import info_nce  # noqa: E402
+from sync_training.metrics import offset_accuracy, roc_auc, sync_accuracy  # noqa: E402
+from sync_training.recipe import TrainConfig, stalled, train  # noqa: E402
 
 
 def test_grid_windows_are_the_runtime_segments_at_each_offset():
@@ -26,8 +26,8 @@ def test_grid_windows_are_the_runtime_segments_at_each_offset():
     for c in range(len(OFFSET_GRID_SEC)):
         g, j = data.window_indices(w, np.full(3, c), 14)
         for gi, ji in zip(g.ravel(), j.ravel()):
-            assert segments.segment_frames(gi)[0] == data.FIRST_FRAME + 8 * gi
-            start = segments.segment_samples(gi, class_to_offset(c))[0]
+            assert geometry.segment_frame(gi) == data.FIRST_FRAME + 8 * gi
+            start = geometry.segment_sample(gi, geometry.offset_samples(class_to_offset(c)))
             assert data.AUDIO_ORIGIN + data.AUDIO_GRID * ji == start
 
 
@@ -138,7 +138,7 @@ def test_stage1_steps_lower_the_contrastive_loss():
         ref = model.encode_video(torch.from_numpy(data.video_segments(clips[0].frames, clips[0].video_firsts()[:2])))
         assert torch.allclose(stages.aggregate(model, bank.tokens[0][:2]), ref, atol=1e-2)
     w0 = clips[0].audio_firsts()[data.in_sync_rows(np.array([3]), np.array([0]))[0, 0]]
-    assert data.AUDIO_ORIGIN + w0 == segments.segment_samples(3)[0]
+    assert data.AUDIO_ORIGIN + w0 == geometry.segment_sample(3)
     proj = stages.SegmentProjector(cfg)
     opt = torch.optim.AdamW(stages.stage1_parameters(model) + list(proj.parameters()), lr=2e-3)
     losses = []
@@ -256,7 +256,7 @@ def test_token_windows_draw_tokens_that_fit_each_position():
     """Token features that hold their own target: every drawn visual token's target is in the bin
     of its position's closeness to a drawn event (vweight); at a visual event, the lag map is high at
     the true class and the audio token where that sound lands was drawn from an event bin."""
-    from sync_sdk.training.token_windows import BIN_EDGES, TokenWindows
+    from sync_training.token_windows import BIN_EDGES, TokenWindows
     rng = np.random.default_rng(0)
     vt = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 40, 8)).astype(np.float32)
     at = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 300, 6)).astype(np.float32)
@@ -279,7 +279,7 @@ def test_token_windows_jitter_offsets_within_the_class_bin():
     """jitter_sec: each window's audio sits anywhere in its class's 0.2-s bin, so at a token right at
     a visual event (20 ms: events fall on frame edges, tokens on frame pairs' centres) the true
     class's lag map falls from 0.95 to as low as 0.14; jitter 0 draws the same windows as before."""
-    from sync_sdk.training.token_windows import TokenWindows
+    from sync_training.token_windows import TokenWindows
     rng = np.random.default_rng(0)
     vt = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 40, 8)).astype(np.float32)
     at = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 300, 6)).astype(np.float32)
@@ -299,7 +299,7 @@ def test_token_windows_jitter_offsets_within_the_class_bin():
 def test_token_windows_share_one_event_density_per_batch():
     """All windows of a batch are drawn at one density (per-window densities stalled the head), and
     the density differs between batches: a sparse batch holds fewer visual event tokens."""
-    from sync_sdk.training.token_windows import TokenWindows
+    from sync_training.token_windows import TokenWindows
     vt = np.zeros((2, 40, 8), np.float32)
     vt[:, ::3] = 0.9
     at = np.zeros((2, 300, 6), np.float32)
@@ -323,7 +323,7 @@ def test_real_video_windows_keep_the_bank_video_and_redraw_the_audio():
     """sample_real_video: the visual tokens, classes, vweight and lag maps are those of the bank
     window that sample_offsets_with_lags draws from the same seed; each audio token comes from the
     pool of its real target's closeness bin and is (mostly) not the bank's own token."""
-    from sync_sdk.training.token_windows import BIN_EDGES, TokenWindows
+    from sync_training.token_windows import BIN_EDGES, TokenWindows
     rng = np.random.default_rng(0)
     vt = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 40, 8)).astype(np.float32)
     at = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 413, 6)).astype(np.float32)
@@ -356,7 +356,7 @@ def test_grid_window_jitter_moves_the_audio_within_the_cache():
     leave the cached audio (class 0 at the first segment, class 20 at the last); the windows and
     lag maps follow the moved audio rows; rows = 0 draws nothing, so a recipe without jitter keeps
     its window stream."""
-    from sync_sdk.training.recipe import jitter_rows
+    from sync_training.recipe import jitter_rows
     assert jitter_rows(0.08) == 2 and jitter_rows(0.1) == 2 and jitter_rows(0.0) == 0
     feats = _clip_id_feats(np.zeros(2))
     w, c = np.array([0, 0, 26, 26] * 50), np.array([0, 20, 0, 20] * 50)
@@ -380,7 +380,7 @@ def test_grid_window_jitter_moves_the_audio_within_the_cache():
 def test_real_video_windows_can_come_from_other_clips_than_the_token_pools():
     """video_clips (the recipe's extra clips): the visual windows come from them, the audio tokens
     still from the pools of `clips`."""
-    from sync_sdk.training.token_windows import TokenWindows
+    from sync_training.token_windows import TokenWindows
     feats = _clip_id_feats(np.zeros(3))
     windows = TokenWindows(feats, np.array([0, 1]), 14, video_clips=np.array([2]))
     v, a, *_ = windows.sample_real_video(np.random.default_rng(1), 16, np.arange(21))
@@ -429,7 +429,7 @@ def test_syncability_model_keeps_each_tokens_position():
     """syncability_model: the 13-segment head's positional rows are the 14-segment head's rows of the
     same tokens (OFF, the first 13 segments' visual tokens, MOD, their audio tokens), not its first
     184 rows; every other weight is copied, the sync head is new."""
-    from sync_sdk.training.recipe import syncability_model
+    from sync_training.recipe import syncability_model
     sync_model = stages.init_weights(build_model("tiny"), 0)
     table = sync_model.transformer.pos_emb_cfg.pos_emb
     torch.nn.init.normal_(table)
@@ -450,7 +450,7 @@ def test_stage3_loss_keeps_the_offset_losses_on_positives_only():
     of the offset probe on the positives' OFF token (0 when there are none); the lag loss counts
     where vweight > 0."""
     torch.manual_seed(0)
-    from sync_sdk.training.recipe import offset_probe_from, syncability_model
+    from sync_training.recipe import offset_probe_from, syncability_model
     sync_model = stages.init_weights(build_model("tiny"), 0)
     model = syncability_model(sync_model, 0)
     off, lag_probe = offset_probe_from(sync_model), stages.LagProbe(model.config)
@@ -525,8 +525,8 @@ def tiny_recipe(tmp_path, **settings) -> TrainConfig:
 
 
 def test_recipe_end_to_end_and_resume(tmp_path, monkeypatch):
-    from sync_sdk.training import recipe
-    from sync_sdk.training.token_windows import TokenWindows
+    from sync_training import recipe
+    from sync_training.token_windows import TokenWindows
     made = []  # (pool clips, video clips) of each TokenWindows the recipe makes
     record = lambda *a, **k: made.append((a[1], k["video_clips"])) or TokenWindows(*a, **k)  # noqa: E731
     monkeypatch.setattr(recipe, "TokenWindows", record)
@@ -553,7 +553,7 @@ def test_extra_clips_are_the_clips_a_larger_bank_would_hold(tmp_path):
     """build_extra: clips cfg.clips.. get the seeds, features, targets and kinds that a bank of
     cfg.clips + extra_clips clips gives its last clips through grid_features."""
     from sync_sdk import synthetic
-    from sync_sdk.training.recipe import bank_seed, build_bank, build_extra
+    from sync_training.recipe import bank_seed, build_bank, build_extra
     cfg = tiny_recipe(tmp_path, clips=2, extra_clips=1)
     model = stages.freeze_encoders(stages.init_weights(build_model("tiny"), 0))
     extra = build_extra(cfg, model, tmp_path / "run")

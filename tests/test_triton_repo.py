@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from sync_sdk.errors import BackendError, InputError
-from sync_sdk.manifest import STAGES, read_manifest, sha256_file
-from sync_sdk.triton_repo import BLS_SOURCE, write_triton_repo
+from sync_sdk.weights.manifest import STAGES, read_manifest, sha256_file
+from sync_sdk.serving.triton_repo import BLS_SOURCE, write_triton_repo
 
 pytest.importorskip("onnxruntime")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -25,7 +25,7 @@ STAGE_MODELS = [f"{NAME}_{s}" for s in STAGES]
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
     """The bundled tiny model's export, else a fresh export of the tiny config (needs torch)."""
-    from sync_sdk.loading import bundled_models, resolve_model
+    from sync_sdk.runtime.loading import bundled_models, resolve_model
     if "synthetic-tiny" in bundled_models():
         found = resolve_model("synthetic-tiny").export_dir
         if found is not None:
@@ -287,7 +287,7 @@ def load_bls(repo: Path, fake: FakeTriton):
 def test_bls_model_gives_the_sdk_logits(repo, export_dir):
     from sync_sdk.backends.onnxruntime_backend import OnnxRuntimeBackend
     from sync_sdk.engine import SyncEngine
-    from sync_sdk.ray_batch import clip_logits
+    from sync_sdk.serving.ray_batch import clip_logits
     from sync_sdk.results import SyncResult
 
     fake = FakeTriton(repo)

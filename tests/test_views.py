@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.views import SINGLE_VIEW, check_views, combine_views, parse_views, read_views, view_inputs
+from sync_sdk.runtime.views import SINGLE_VIEW, check_views, combine_views, parse_views, read_views, view_inputs
 from tests.bundled import requires_trained_bundle
 from tiny_engine import media_arrays, tiny_engine
 
@@ -21,7 +21,7 @@ def test_check_views_sorts_and_rejects_what_cannot_be_combined():
 
 
 def test_parse_views_from_the_command_line(capsys):
-    from sync_sdk.cli import build_parser
+    from sync_sdk.cli.main import build_parser
     assert parse_views("0.2,-0.2,0") == VIEWS
     with pytest.raises(InputError, match="comma-separated seconds"):
         parse_views("-0.2;0")
@@ -63,7 +63,7 @@ def test_combine_views_offset_and_synchronizability():
 
 
 def test_view_inputs_move_the_audio_or_else_the_video():
-    from sync_sdk.preprocess import prepare_inputs
+    from sync_sdk.inputs.window import prepare_inputs
     clip = media_arrays(5.2)  # 0.2 s to spare: no audio before 0, so view -0.2 moves the video to 0.2 s
     views = view_inputs(clip, 0.0, 0.0, VIEWS)
     assert [(v.shift_sec, v.start_sec) for v in views] == [(0.0, 0.0), (-0.2, 0.2), (0.2, 0.0)]
@@ -81,7 +81,8 @@ def test_view_inputs_move_the_audio_or_else_the_video():
 def test_view_inputs_decode_a_file_once(tmp_path, monkeypatch):
     """A file's views come from one decode of the span they cover and equal prepare_inputs' per view;
     views with one video crop share one vid array."""
-    from sync_sdk import media, preprocess
+    from sync_sdk.inputs import window as preprocess
+    from sync_sdk.media import decode as media
     from sync_sdk.synthetic import generate_clip, write_clip
     path = write_clip(generate_clip(5, duration_sec=5.2), tmp_path / "c.mp4")
     reads = []
@@ -108,7 +109,7 @@ def clip():
 def reference_logits(engine, source, start_sec: float, offset_sec: float) -> np.ndarray:
     """The whole torch model on one window's official inputs (no engine code)."""
     import torch
-    from sync_sdk.preprocess import prepare_inputs
+    from sync_sdk.inputs.window import prepare_inputs
     vid, aud = prepare_inputs(source, offset_sec=offset_sec, start_sec=start_sec)
     with torch.inference_mode():
         return engine.backend.model(torch.from_numpy(vid)[None], torch.from_numpy(aud)[None])[0].numpy()
@@ -129,7 +130,7 @@ def test_engine_combines_the_views_of_the_reference_model(clip):
 
 def test_synchronizability_averages_the_views_log_odds(clip):
     import torch
-    from sync_sdk.preprocess import prepare_inputs
+    from sync_sdk.inputs.window import prepare_inputs
     eng = tiny_engine("synchronizability", shift_views=VIEWS)
     odds = []
     for start, offset in ((0.0, 0.0), (0.2, -0.2), (0.0, 0.2)):  # view -0.2 moves the video: no audio before 0
@@ -144,7 +145,7 @@ def test_scan_and_stream_combine_the_views_that_fit(clip):
     """scan: an inner window combines its three views as predict does (there every view keeps the
     video crop); window 0 has no audio before the media for view -0.2 and combines the other two; a
     stream gives the scan's answers, each window once the audio of its view +0.2 has come."""
-    from sync_sdk.windows import window_start_sec
+    from sync_sdk.geometry import window_start_sec
     eng = tiny_engine(shift_views=VIEWS)
     timeline = eng.scan(clip, hop_sec=0.32)
     assert len(timeline.windows) == 5  # 6.5 s: windows 0..4, as with one view
@@ -177,10 +178,10 @@ def test_offset_search_adds_the_views_to_its_shifts(clip):
 
 
 def test_bundle_asks_for_views_and_checkpoints_do_not(tmp_path):
-    from sync_sdk.loading import resolve_model
+    from sync_sdk.runtime.loading import resolve_model
     assert resolve_model("synthetic-tiny").shift_views() == VIEWS
     assert resolve_model("synthetic-tiny/synchronizability").shift_views() == VIEWS
-    from sync_sdk.checkpoint import save_checkpoint
+    from sync_sdk.weights.checkpoint import save_checkpoint
     from tiny_engine import tiny_state_dict
     path = save_checkpoint(tmp_path / "tiny.safetensors", *tiny_state_dict())
     assert resolve_model(path).shift_views() == SINGLE_VIEW

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.visual_features import visual_features
+from sync_sdk.analysis.visual_features import visual_features
 from tests.fake_backends import Engine
 
 torch = pytest.importorskip("torch")
@@ -44,7 +44,7 @@ def test_av_benchmark_preset_equals_encode_video(model):
 
 
 def test_synchformer_preset_equals_encode_video(model):
-    from sync_sdk.features import video_input
+    from sync_sdk.inputs.cpu import video_input
     rng = np.random.default_rng(2)
     frames = rng.integers(0, 256, (32, 256, 320, 3), dtype=np.uint8)
     feats = visual_features(_engine(model, max_batch=14), frames, preset="synchformer")
@@ -119,7 +119,7 @@ def test_path_source_decodes_at_25_fps(model, tmp_path):
 
 def test_engine_method_and_cli(model, tmp_path):
     from sync_sdk.backends.torch_backend import TorchBackend
-    from sync_sdk.cli import main
+    from sync_sdk.cli.main import main
     from sync_sdk.engine import SyncEngine
     from tests.fake_backends import tiny_checkpoint
     from tests.test_desync import _smooth_frames, _write_mp4

@@ -1,4 +1,4 @@
 """Backends: one file per runtime behind the small protocol of `base.Backend`."""
-from .base import Backend
+from sync_sdk.backends.base import Backend
 
 __all__ = ["Backend"]

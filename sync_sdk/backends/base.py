@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..config import ModelConfig
+from sync_sdk.config import ModelConfig
 
 
 @runtime_checkable

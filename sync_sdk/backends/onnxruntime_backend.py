@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import ModelConfig
-from ..errors import BackendError, InputError
-from ..manifest import PRECISIONS, STAGES, Manifest, read_manifest
+from sync_sdk.config import ModelConfig
+from sync_sdk.errors import BackendError, InputError
+from sync_sdk.weights.manifest import PRECISIONS, STAGES, Manifest, read_manifest
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, InputError
-from ..manifest import STAGES, check_engine, gpu_compute_capability, read_manifest
+from sync_sdk.errors import BackendError, InputError
+from sync_sdk.weights.manifest import STAGES, check_engine, gpu_compute_capability, read_manifest
 
 
 def _import_gpu():

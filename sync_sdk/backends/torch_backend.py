@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import ModelConfig
+from sync_sdk.config import ModelConfig
 
 
 class TorchBackend:

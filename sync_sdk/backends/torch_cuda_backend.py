@@ -1,7 +1,7 @@
 """PyTorch-CUDA backend: the reference model in FP16 on a GPU, replayed as CUDA graphs.
 
 The GPU fast path where TensorRT is missing. Inputs may be CuPy arrays (zero-copy through DLPack, e.g.
-straight from `sync_sdk.gpu.GpuFeatures`), torch CUDA tensors or NumPy arrays; outputs are float32 in
+straight from `sync_sdk.inputs.gpu.GpuFeatures`), torch CUDA tensors or NumPy arrays; outputs are float32 in
 the same kind (CuPy in -> CuPy out, NumPy in -> NumPy out, torch in -> torch out).
 
 Each (stage, input shape) is captured once as a CUDA graph (after a warm-up on a side stream) and
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import ModelConfig
-from ..errors import BackendError, InputError
+from sync_sdk.config import ModelConfig
+from sync_sdk.errors import BackendError, InputError
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -4,10 +4,10 @@
     model, model_id = load_model("tiny")
     export_model(model, "exports/tiny", model_id, precision="int8")
 """
-from .build import export_model, load_model, random_state_dict, resolve_backend
-from .graphs import OPSET, export_stage, stage_io
-from .hygiene import attention_report, hygiene_problems, op_counts
-from .precision import to_fp16, to_int8
+from sync_sdk.export_onnx.build import export_model, load_model, random_state_dict, resolve_backend
+from sync_sdk.export_onnx.graphs import OPSET, export_stage, stage_io
+from sync_sdk.export_onnx.hygiene import attention_report, hygiene_problems, op_counts
+from sync_sdk.export_onnx.precision import to_fp16, to_int8
 
 __all__ = ["export_model", "load_model", "random_state_dict", "resolve_backend", "OPSET", "export_stage",
            "stage_io", "attention_report", "hygiene_problems", "op_counts", "to_fp16", "to_int8"]

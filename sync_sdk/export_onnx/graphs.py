@@ -23,9 +23,9 @@ import torch
 from onnxscript import opset18 as op
 from torch import nn
 
-from ..config import (AUDIO_TOKENS_PER_SEGMENT, CROP_SIZE, FRAMES_PER_SEGMENT, N_MELS, SPEC_FRAMES,
-                      VIDEO_TOKENS_PER_SEGMENT, ModelConfig)
-from ..errors import BackendError
+from sync_sdk.config import ModelConfig
+from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, CROP_SIZE, N_MELS, SEG_FRAMES, SPEC_FRAMES, VIDEO_TOKENS_PER_SEGMENT
+from sync_sdk.errors import BackendError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def stage_io(config: ModelConfig) -> dict[str, dict]:
     return {
         "audio_encoder": {"inputs": [t("aud", "N", 1, N_MELS, SPEC_FRAMES)],
                           "outputs": [t("afeat", "N", AUDIO_TOKENS_PER_SEGMENT, c.a_dim)]},
-        "visual_encoder": {"inputs": [t("vid", "N", FRAMES_PER_SEGMENT, 3, CROP_SIZE, CROP_SIZE)],
+        "visual_encoder": {"inputs": [t("vid", "N", SEG_FRAMES, 3, CROP_SIZE, CROP_SIZE)],
                            "outputs": [t("vfeat", "N", VIDEO_TOKENS_PER_SEGMENT, c.v_dim)]},
         "head": {"inputs": [t("vfeat", "B", s * VIDEO_TOKENS_PER_SEGMENT, c.v_dim),
                             t("afeat", "B", s * AUDIO_TOKENS_PER_SEGMENT, c.a_dim)],

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import BackendError
+from sync_sdk.errors import BackendError
 
 log = logging.getLogger(__name__)
 
 
 def gpu_info(device: int = 0) -> tuple[str, str]:
     """(compute capability "major.minor", GPU name), through CuPy, else torch.cuda."""
-    from ..manifest import gpu_compute_capability
+    from sync_sdk.weights.manifest import gpu_compute_capability
     try:
         return gpu_compute_capability(device)
     except BackendError:

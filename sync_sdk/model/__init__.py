@@ -10,9 +10,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ..config import ModelConfig
-from ..state_dict_rules import check_keys, trim_pos_emb
-from .synchformer import Synchformer
+from sync_sdk.config import ModelConfig
+from sync_sdk.weights.state_dict_rules import check_keys, trim_pos_emb
+from sync_sdk.model.synchformer import Synchformer
 
 __all__ = ["ModelConfig", "Synchformer", "build_model", "load_weights"]
 

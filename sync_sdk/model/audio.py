@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import N_MELS, SPEC_FRAMES
-from .layers import AggregationLayer, attention, merge_heads, split_heads
+from sync_sdk.geometry import N_MELS, SPEC_FRAMES
+from sync_sdk.model.layers import AggregationLayer, attention, merge_heads, split_heads
 
 PATCH = 16
 STRIDE = 10

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import attention, merge_heads, split_heads
+from sync_sdk.model.layers import attention, merge_heads, split_heads
 
 
 class SelfAttention(nn.Module):

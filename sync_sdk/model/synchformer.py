@@ -4,10 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT, ModelConfig
-from .audio import AST
-from .head import GlobalTransformer
-from .visual import MotionFormer
+from sync_sdk.config import ModelConfig
+from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
+from sync_sdk.model.audio import AST
+from sync_sdk.model.head import GlobalTransformer
+from sync_sdk.model.visual import MotionFormer
 
 
 class Synchformer(nn.Module):

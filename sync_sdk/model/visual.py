@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import CROP_SIZE, FRAMES_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
-from .layers import AggregationLayer, Mlp, attention
+from sync_sdk.geometry import CROP_SIZE, SEG_FRAMES, VIDEO_TOKENS_PER_SEGMENT
+from sync_sdk.model.layers import AggregationLayer, Mlp, attention
 
 PATCH = 16
-TUBELET = FRAMES_PER_SEGMENT // VIDEO_TOKENS_PER_SEGMENT  # 2 frames per temporal token
+TUBELET = SEG_FRAMES // VIDEO_TOKENS_PER_SEGMENT  # 2 frames per temporal token
 T = VIDEO_TOKENS_PER_SEGMENT                              # 8
 P = (CROP_SIZE // PATCH) ** 2                             # 196
 EPS = 1e-6

@@ -1,0 +1,1 @@
+"""Analyses on the segment-encoding seam: DeSync, attribution, offset search, visual features, plots."""

@@ -1,0 +1,131 @@
+"""Shift views: one answer from a window and from copies of it with the audio shifted by whole classes.
+
+A view with shift d (s, a multiple of 0.2) pairs the video crop with the audio crop d seconds later,
+so a clip whose audio leads by O looks offset by O + d to it: one class higher for d = +0.2, one lower
+for d = -0.2. The offset answer combines the views' 21-class probabilities as `offset_search.combine`
+does (candidates |O| <= 2 s, each view's evidence over the candidates it covers); the
+synchronizability answer is the mean of the views' log-odds.
+
+Why: a head trained without offset jitter is weak at 8 of the 21 offsets, those whose |offset|
+modulo the 0.32-s segment step is 0.16-0.24 s, and a 0.2-s shift moves each of them onto an offset
+where it is strong; for synthetic-tiny's own head, trained with jitter, the views act as an ensemble
+(benchmark Acc@1 0.844 with one view, 0.918 with three; its model card, items 16 and 17). The
+official models answer with one view, the default; a model folder asks for more in an
+`inference.json` beside its checkpoint or export: {"shift_views_sec": [-0.2, 0.0, 0.2]}.
+
+`SyncEngine.predict`, `predict_batch` and `synchronizability` use the views, and so the commands
+built on them (predict, batch, demo) and benchmarks/accuracy.py. In `predict` a view first keeps the
+video crop and moves the audio crop; where that audio is outside the media it keeps the audio crop
+and moves the video crop by -d instead; a view that fits neither way is left out. The unshifted view
+must fit (its errors are the caller's).
+
+`scan` and `stream` (engine.window_logits) encode each segment's audio once per view and leave out a
+window's views whose audio lies outside the media (at its ends: there the grid fixes the video crop);
+a stream waits for the audio of a window's latest view. Offset search adds the views to each of its
+shifts. The Ray batch and attribution score the one window, as the official models do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from sync_sdk.errors import ClipTooShortError, InputError, SilentAudioWarning, WindowOutOfRangeError
+from sync_sdk.geometry import OFFSET_STEP_SEC
+from sync_sdk.analysis.offset_search import MODEL_RANGE_SEC, combine
+from sync_sdk.results import softmax
+
+SINGLE_VIEW = (0.0,)
+INFERENCE_FILE = "inference.json"
+MAX_SHIFT_SEC = 1.0
+
+
+@dataclass
+class View:
+    """One view's model inputs: vid (S, 16, 3, 224, 224), aud (S, 1, 128, 66); the video crop
+    starts at start_sec and the audio crop shift_sec after where the caller's offset puts it."""
+
+    shift_sec: float
+    start_sec: float
+    vid: np.ndarray
+    aud: np.ndarray
+
+
+def check_views(shifts: Sequence[float]) -> tuple[float, ...]:
+    """Validated shifts (s): distinct multiples of 0.2 within +-1 s, 0 among them; sorted."""
+    out = tuple(sorted({round(float(d), 6) for d in shifts}))
+    steps = np.asarray(out) / OFFSET_STEP_SEC
+    if 0.0 not in out or not np.allclose(steps, np.round(steps), atol=1e-6) or max(map(abs, out)) > MAX_SHIFT_SEC:
+        raise InputError(f"shift views must be distinct multiples of {OFFSET_STEP_SEC} s within "
+                         f"+-{MAX_SHIFT_SEC} s and include 0, got {list(shifts)}")
+    return out
+
+
+def parse_views(text: str) -> tuple[float, ...]:
+    """Shifts from a command line: comma-separated seconds, e.g. "-0.2,0,0.2" (validated: check_views)."""
+    try:
+        shifts = [float(x) for x in text.split(",")]
+    except ValueError as e:
+        raise InputError(f"shift views: comma-separated seconds such as -0.2,0,0.2, got {text!r}") from e
+    return check_views(shifts)
+
+
+def read_views(*folders: Path | None) -> tuple[float, ...]:
+    """The shift views of the first of `folders` holding an inference.json; SINGLE_VIEW if none does."""
+    for folder in folders:
+        path = None if folder is None else Path(folder) / INFERENCE_FILE
+        if path is not None and path.is_file():
+            try:
+                return check_views(json.loads(path.read_text())["shift_views_sec"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise InputError(f"{path}: expected {{\"shift_views_sec\": [..]}} with shifts in seconds: {e}") from e
+    return SINGLE_VIEW
+
+
+def view_inputs(source, start_sec: float, offset_sec: float, shifts: Sequence[float]) -> list[View]:
+    """The views of the window at start_sec (s) with the audio shifted by offset_sec (s), as
+    `preprocess.prepare_inputs` makes them; the unshifted view first. A file is decoded once for all
+    views, and views with one video crop share one `vid` array."""
+    from sync_sdk.inputs.window import decode_span, window_audio, window_media, window_video
+    order = (0.0, *(d for d in shifts if d != 0.0))
+    # per view, the (start_sec, offset_sec) placements to try: the audio moved, else the video moved
+    tries = [[(start_sec, offset_sec)] if d == 0.0 else
+             [(start, round(offset_sec + d, 6)) for start in (start_sec, round(start_sec - d, 6))] for d in order]
+    if isinstance(source, (str, os.PathLike)):
+        source = decode_span(source, [(off, start) for placements in tries for start, off in placements])
+    vids: dict[float, np.ndarray] = {}
+    out = []
+    for d, candidates in zip(order, tries):
+        for start, off in candidates:
+            try:
+                with warnings.catch_warnings():
+                    if d != 0.0:  # the unshifted view has said so already
+                        warnings.simplefilter("ignore", SilentAudioWarning)
+                    frames, audio = window_media(source, offset_sec=off, start_sec=start)
+            except (WindowOutOfRangeError, ClipTooShortError):
+                if d == 0.0:
+                    raise
+                continue
+            if start not in vids:
+                vids[start] = window_video(frames)
+            out.append(View(d, start, vids[start], window_audio(audio)))
+            break
+    return out
+
+
+def combine_views(variant: str, shifts: Sequence[float], logits: np.ndarray) -> np.ndarray:
+    """One window's answer from its views' logits (V, classes): the unshifted logits alone as they
+    are; else for the offset model the log-posterior (21,) over offsets -2..2 s, for the
+    synchronizability model the logits (2,) = (0, mean log-odds)."""
+    logits = np.asarray(logits, np.float64)
+    if len(shifts) == 1:
+        return logits[0].astype(np.float32)
+    if variant == "synchronizability":
+        return np.array([0.0, np.mean(logits[:, 1] - logits[:, 0])], np.float32)
+    _, post, _ = combine(np.asarray(shifts), softmax(logits), MODEL_RANGE_SEC)
+    return np.log(post).astype(np.float32)

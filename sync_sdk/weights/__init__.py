@@ -1,0 +1,1 @@
+"""Model files: checkpoints read without unpickling, official downloads, state-dict rules, export manifests."""
