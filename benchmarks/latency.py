@@ -288,7 +288,7 @@ def scan_file(root: Path, seconds: float, seed: int) -> Path:
 def engine_rows(size: str, args, stage_rows: list[Row]) -> list[dict]:
     """Per backend: stream update vs full clip (ratio, and the ratio expected from the stage rows:
     (audio 14 + visual 14) / 14 + head, over the clip), and the scan throughput cached vs uncached."""
-    from sync_sdk.media.decode import clip_from_arrays
+    from sync_sdk.media import clip_from_arrays
     from sync_sdk.synthetic import generate_clip
     print(f"[{size}] engine: stream update vs clip" + (", scan" if size in args.scan_sizes else ""), flush=True)
     repeats = args.full_repeats if size == "full" else args.repeats

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sync_sdk.inputs.cpu import log_mel, video_input  # noqa: E402
-from sync_sdk.media.decode import iter_clips  # noqa: E402
+from sync_sdk.media import iter_clips  # noqa: E402
 from sync_sdk.inputs.window import prepare_inputs  # noqa: E402
 from sync_sdk.geometry import (SEG_FRAMES, SEG_SAMPLES, WINDOW_FRAMES, WINDOW_SAMPLES, crop_offsets,  # noqa: E402
                                official_window, window_segment_starts)

@@ -121,7 +121,7 @@ def test_scan_makes_inputs_with_the_engine_features(engine, clip, timeline):
 
 def test_scan_of_a_file_decodes_in_chunks(engine, tmp_path, monkeypatch):
     import sync_sdk.runtime.scan as scanning
-    from sync_sdk.media.decode import read_clip
+    from sync_sdk.media import read_clip
     from sync_sdk.synthetic import generate_clip, write_clip
     path = write_clip(generate_clip(5, duration_sec=9.8), tmp_path / "c.mp4")  # 245 frames: windows 0..15
     monkeypatch.setattr(scanning, "CHUNK_SEC", 0.96)  # 11 chunks: windows span chunk boundaries

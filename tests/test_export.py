@@ -215,7 +215,7 @@ def test_fp16_and_int8_drift_on_real_clips(cli_export, reference_root):
     -2..2 segments, so the clips differ in content and in audio-visual offset.
     """
     from sync_sdk.backends.onnxruntime_backend import OnnxRuntimeBackend
-    read_clip = pytest.importorskip("sync_sdk.media.decode").read_clip
+    read_clip = pytest.importorskip("sync_sdk.media").read_clip
     preprocess = pytest.importorskip("sync_sdk.inputs.window")
     audio_segments, video_segments = preprocess.audio_segments, preprocess.video_segments
 

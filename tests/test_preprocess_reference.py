@@ -13,7 +13,7 @@ import pytest
 from sync_sdk import geometry
 from sync_sdk.inputs import cpu as features
 from sync_sdk.errors import WindowOutOfRangeError
-from sync_sdk.media.decode import clip_from_arrays, read_clip
+from sync_sdk.media import clip_from_arrays, read_clip
 from sync_sdk.inputs.window import audio_segments, prepare_inputs, video_segments
 
 REFERENCE_AV_VERSION = "18.1.0"  # PyAV the stored references were checked with

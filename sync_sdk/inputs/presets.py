@@ -175,7 +175,7 @@ def read_video_crops(path, preset: str | VideoPreset = "av-benchmark", max_frame
     import av
     preset = get_preset(preset)
     if preset.name == "synchformer":
-        from sync_sdk.media.decode import read_clip
+        from sync_sdk.media import read_clip
         frames = read_clip(path, duration_sec=None if max_frames is None else max_frames / FPS).frames
         return preset.crop_frames(frames[:max_frames])
     out, pending = [], []

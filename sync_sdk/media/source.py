@@ -15,7 +15,7 @@ def as_clip(source, start_sec: float = 0.0, duration_sec: float | None = None):
 
     source: path | AVClip | (frames (T,H,W,3) uint8, fps, audio (N,) or (N,C), sample_rate).
     For arrays and AVClips start_sec is rounded to the nearest frame."""
-    from sync_sdk.media.decode import AVClip, clip_from_arrays, read_clip
+    from sync_sdk.media import AVClip, clip_from_arrays, read_clip
     if isinstance(source, (str, Path)):
         return read_clip(source, start_sec=start_sec, duration_sec=duration_sec)
     if isinstance(source, AVClip):

@@ -26,7 +26,7 @@ class ArrayReader:
     """An in-memory source (arrays or AVClip) as a single chunk."""
 
     def __init__(self, source) -> None:
-        from sync_sdk.media.decode import AVClip, clip_from_arrays
+        from sync_sdk.media import AVClip, clip_from_arrays
         clip = source if isinstance(source, AVClip) else clip_from_arrays(*source)
         self.name = "arrays"
         self.first_frame = int(round(clip.start_sec * FPS))  # media frame of frames[0]
@@ -42,7 +42,7 @@ class FileReader:
     """A media file decoded `chunk_sec` at a time (frames at 25 fps, mono 16 kHz)."""
 
     def __init__(self, path: str | Path, chunk_sec: float | None = None) -> None:
-        from sync_sdk.media.decode import probe
+        from sync_sdk.media import probe
         self.name = str(path)
         self.first_frame = 0
         self.path = Path(path)
@@ -52,7 +52,7 @@ class FileReader:
         self.expected_windows = n_windows(int(d * FPS), int(d * SAMPLE_RATE)) if d else None
 
     def _iter(self, chunk_sec: float):
-        from sync_sdk.media.decode import iter_chunks
+        from sync_sdk.media import iter_chunks
         yield from iter_chunks(self.path, chunk_sec)
 
     def next_chunk(self) -> tuple[np.ndarray, np.ndarray] | None:
