@@ -46,6 +46,7 @@ setup(
         "torch": [TORCH],
         "export": EXPORT,
         "plot": ["matplotlib==3.11.2"],
+        "train": [TORCH, "matplotlib==3.11.2"],
         "ray": RAY,
         "gpu": ["cupy-cuda12x==14.2.0", "tensorrt==11.4.0.106"],
         "dev": EXPORT + RAY + ["matplotlib==3.11.2", "pytest==9.0.3"],

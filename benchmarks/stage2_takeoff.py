@@ -11,7 +11,8 @@ Stage 2 as the recipe's first 2,000-odd steps: `TokenWindows` over the bank's tr
 Attention is written as softmax(q k^T / sqrt d) v (scaled_dot_product_attention has no vmap rule).
 Prints per draw the mean batch accuracy of its last 250 steps (what the recipe's take-off check
 reads: at step 2,000 it asks for 0.5, 1.5 x chance) and Acc@1 on 2,048 held-out windows.
-Results: results/stage2_takeoff_h100.json (model card item 9), stage2_takeoff_boundary_h200.json (item 14).
+Results: results/stage2_takeoff_h100.json and stage2_takeoff_boundary_h200.json (items 9 and 14 of
+docs/synthetic-tiny-experiments.md).
 """
 from __future__ import annotations
 
@@ -30,10 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sync_sdk.model.head as head_module  # noqa: E402
 import sync_sdk.model.layers as layers  # noqa: E402
 from sync_sdk.config import ModelConfig  # noqa: E402
-from sync_sdk.model import build_model  # noqa: E402
+from sync_sdk.model import build_model, load_weights  # noqa: E402
+from sync_sdk.weights.checkpoint import load_checkpoint  # noqa: E402
+from sync_training.encoder_init import init_weights  # noqa: E402
+from sync_training.features import GridFeatureSet, grid_features  # noqa: E402
+from sync_training.head import LagProbe, curriculum_classes, init_head_, offset_and_lag_loss  # noqa: E402
 from sync_training.loop import Schedule  # noqa: E402
-from sync_training.stages import (GridFeatureSet, LagProbe, curriculum_classes, init_head_,  # noqa: E402
-                                      offset_and_lag_loss)
+from sync_training.recipe import TrainConfig, build_bank  # noqa: E402
 from sync_training.token_windows import TokenWindows  # noqa: E402
 
 VAL_CLIPS, BATCH, LAG_WEIGHT, CURRICULUM_STEPS = 8, 64, 5.0, 12000
@@ -46,10 +50,6 @@ def _math_attention(q, k, v):
 def write_features(run_dir: Path, out: Path) -> None:
     """Grid features of the bank of a recipe run with the default settings, through its stage-1
     encoders -> npz (v, a float16; token targets)."""
-    from sync_sdk.weights.checkpoint import load_checkpoint
-    from sync_sdk.model import load_weights
-    from sync_training.recipe import TrainConfig, build_bank
-    from sync_training.stages import grid_features, init_weights
     cfg = TrainConfig(run_dir=str(run_dir))
     model = init_weights(build_model(cfg.model_config()), cfg.seed)
     bank = build_bank(cfg, model, run_dir)  # the stored clips, checked against the initial backbone

@@ -1,4 +1,5 @@
-"""SyncEngine: the SDK's front door. Orchestration only: media -> features -> backend -> results.
+"""SyncEngine: the SDK's front door. Orchestration only: a source goes to the segment-encoding seam
+(runtime/encoder.py), whose answers become results; the analyses and scans receive that seam.
 
     engine = SyncEngine.from_pretrained("synthetic-tiny")
     engine.predict("clip.mp4").offset_sec        # seconds, positive = audio leads video
@@ -7,60 +8,31 @@
 
 Windows are the official 5-s crops (14 segments of 16 frames / 10240 samples, step 8 / 5120).
 `scan` and `stream` encode each grid segment once (SegmentCache; its audio once per shift view);
-`predict` encodes its clip, its audio once per shift view when the model asks for several (views.py:
-synthetic-tiny does; the official models do not).
+`predict` encodes its clip, its audio once per shift view when the model asks for several (views.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from sync_sdk.runtime.cache import SegmentCache, array_module
+from sync_sdk.analysis.attribution import Attribution, attribute
+from sync_sdk.analysis.desync import DesyncClip, desync
+from sync_sdk.analysis.offset_search import OffsetSearchResult, search_offset
+from sync_sdk.analysis.visual_features import visual_features
 from sync_sdk.config import ModelConfig
-from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
 from sync_sdk.errors import BackendError, InputError
+from sync_sdk.media.source import normalise_source, source_name
 from sync_sdk.results import SyncResult, Timeline, softmax
-from sync_sdk.runtime.views import check_views, combine_views, view_inputs
-from sync_sdk.geometry import SAMPLE_RATE, SEG_FRAMES, SEG_SAMPLES, segment_frame, segment_sample
+from sync_sdk.runtime.cache import SegmentCache
+from sync_sdk.runtime.encoder import SegmentEncoder
+from sync_sdk.runtime.loading import load_backend, versions
+from sync_sdk.runtime.scan import scan
+from sync_sdk.runtime.stream import SyncStream
+from sync_sdk.runtime.views import view_inputs
 
 DEFAULT_CACHE_CAPACITY = 256
-GPU_BACKEND_PREFIXES = ("tensorrt", "torch-cuda")
-
-
-def to_numpy(x) -> np.ndarray:
-    """A backend output (NumPy or a device array) as a NumPy array."""
-    return x.get() if type(x).__module__.split(".")[0] == "cupy" else np.asarray(x)
-
-
-class CpuFeatures:
-    """Segment model inputs with NumPy (features.py); GpuFeatures (gpu.py) has the same two methods."""
-
-    def video_segments(self, frames: np.ndarray, starts) -> np.ndarray:
-        """frames (T,H,W,3) uint8, segments frames[s:s+16] -> (n, 16, 3, 224, 224) float32."""
-        from sync_sdk.inputs.cpu import video_input
-        return video_input(np.stack([frames[s:s + SEG_FRAMES] for s in starts]))
-
-    def log_mel_segments(self, pcm: np.ndarray, starts) -> np.ndarray:
-        """pcm (L,) float32 16 kHz, segments pcm[s:s+10240] -> (n, 1, 128, 66) float32."""
-        from sync_sdk.inputs.cpu import log_mel
-        return log_mel(np.stack([pcm[s:s + SEG_SAMPLES] for s in starts]))
-
-
-def default_features(backend):
-    """GpuFeatures for a GPU backend when CuPy sees a device (features and cache stay on the GPU),
-    else CpuFeatures."""
-    if backend.name.startswith(GPU_BACKEND_PREFIXES):
-        from sync_sdk.inputs.gpu import GpuFeatures, cuda_available
-        if cuda_available():
-            return GpuFeatures(device=_device_index(getattr(backend, "device", 0)))
-    return CpuFeatures()
-
-
-def _device_index(device) -> int:
-    index = getattr(device, "index", device)  # torch.device or int
-    return int(index or 0)
 
 
 class SyncEngine:
@@ -77,15 +49,28 @@ class SyncEngine:
     def __init__(self, backend, *, model_id: str = "", details: dict | None = None,
                  cache_capacity: int = DEFAULT_CACHE_CAPACITY, max_batch: int = 14, features=None,
                  shift_views: Sequence[float] | None = None) -> None:
+        self._details = dict(details or {})
+        views = self._details.get("shift_views_sec", (0.0,)) if shift_views is None else shift_views
+        self.encoder = SegmentEncoder(backend, features=features, max_batch=max_batch, shift_views=views)
         self.backend = backend
         self.config: ModelConfig = backend.config
-        self.model_id = model_id or getattr(backend, "model_id", "") or "unnamed"
-        self.max_batch = int(max_batch)
+        self.model_id = model_id or backend.model_id or "unnamed"
         self.cache = SegmentCache(cache_capacity)
-        self.features = features if features is not None else default_features(backend)
-        self._details = dict(details or {})
-        self.shift_views = check_views(self._details.get("shift_views_sec", (0.0,)) if shift_views is None
-                                       else shift_views)
+
+    @property
+    def max_batch(self) -> int:
+        """Segments per encoder call."""
+        return self.encoder.max_batch
+
+    @property
+    def features(self):
+        """How model inputs are made: CpuFeatures or GpuFeatures."""
+        return self.encoder.features
+
+    @property
+    def shift_views(self) -> tuple[float, ...]:
+        """The audio shifts (s) whose views a window's answer combines."""
+        return self.encoder.shift_views
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -102,18 +87,17 @@ class SyncEngine:
         shift_views.
         `engine.info()` says what was picked and why.
         """
-        from sync_sdk.runtime.loading import load_backend
         engine_kwargs = {k: kwargs.pop(k) for k in ("cache_capacity", "max_batch", "shift_views") if k in kwargs}
         be, details = load_backend(name_or_path, backend=backend, device=device, precision=precision, **kwargs)
         return cls(be, model_id=details.get("model_id", ""), details=details, **engine_kwargs)
 
     def info(self) -> dict:
         """What runs: backend, device, precision, model id and config, why it was picked, versions."""
-        from sync_sdk.runtime.loading import versions
         return {
             "backend": self.backend.name,
-            "device": str(getattr(self.backend, "device", "cpu")),
-            "precision": getattr(self.backend, "precision", "fp32"),
+            "device": str(self.backend.device),
+            "precision": self.backend.precision,
+            "device_arrays": self.backend.device_arrays,
             "model_id": self.model_id,
             "variant": self.config.variant,
             "config": self.config.to_dict(),
@@ -140,7 +124,7 @@ class SyncEngine:
         self._require_variant("sync", "predict")
         starts, offsets = _per_item(start_sec, len(sources)), _per_item(offset_sec, len(sources))
         logits = self._clip_logits([(s, st, off) for s, st, off in zip(sources, starts, offsets)])
-        return [SyncResult.from_logits(lg, start_sec=st, source=_name(s))
+        return [SyncResult.from_logits(lg, start_sec=st, source=source_name(s))
                 for lg, s, st in zip(logits, sources, starts)]
 
     def synchronizability(self, source, start_sec: float = 0.0) -> float:
@@ -153,108 +137,9 @@ class SyncEngine:
 
     def _clip_logits(self, items: list[tuple]) -> np.ndarray:
         """(len(items), classes) answers for (source, start_sec, offset_sec) items, each combined from
-        its shift views (`combine_views`); a view sharing another's video crop reuses its features."""
-        n = self.config.n_segments
-        vids, auds, vrows, owner, shifts = [], [], [], [], []
-        for i, (source, start, offset) in enumerate(items):
-            rows: dict[float, int] = {}
-            for view in view_inputs(source, start, offset, self.shift_views):
-                if view.start_sec not in rows:
-                    rows[view.start_sec] = len(vids)
-                    vids.append(view.vid[:n])
-                vrows.append(rows[view.start_sec])
-                auds.append(view.aud[:n])
-                owner.append(i)
-                shifts.append(view.shift_sec)
-        vfeat = self._encode("video", vids[0] if len(vids) == 1 else np.concatenate(vids))
-        afeat = self._encode("audio", auds[0] if len(auds) == 1 else np.concatenate(auds))
-        vfeat = vfeat.reshape(len(vids), n, *vfeat.shape[1:])
-        if len(vrows) > len(vids):
-            vfeat = vfeat[array_module(vfeat).asarray(vrows)]
-        logits = self._head(vfeat, afeat.reshape(len(auds), n, *afeat.shape[1:]))
-        owner, shifts = np.asarray(owner), np.asarray(shifts)
-        return np.stack([combine_views(self.config.variant, shifts[owner == i], logits[owner == i])
-                         for i in range(len(items))])
-
-    # ---------------------------------------------------------------- stages
-    def _encode(self, kind: str, inputs):
-        """Encoder outputs (N, tokens, dim) for N segment inputs, `max_batch` at a time."""
-        fn = self.backend.encode_video if kind == "video" else self.backend.encode_audio
-        outs = [fn(inputs[i:i + self.max_batch]) for i in range(0, len(inputs), self.max_batch)]
-        return outs[0] if len(outs) == 1 else array_module(outs[0]).concatenate(outs)
-
-    def _head(self, vfeat, afeat) -> np.ndarray:
-        """vfeat (B, S, 8, Dv), afeat (B, S, 6, Da) -> logits (B, num_classes) NumPy."""
-        b, s = vfeat.shape[:2]
-        v = vfeat.reshape(b, s * VIDEO_TOKENS_PER_SEGMENT, vfeat.shape[-1])
-        a = afeat.reshape(b, s * AUDIO_TOKENS_PER_SEGMENT, afeat.shape[-1])
-        return to_numpy(self.backend.head(v, a))
-
-    def encode_segments(self, cache: SegmentCache, source_id, frames: np.ndarray, frame0: int,
-                        audio: np.ndarray, sample0: int, segs: Iterable[int]) -> None:
-        """Put the features of grid segments `segs` into `cache`: video once, audio once per shift view
-        whose audio starts within the media (samples >= 0).
-
-        frames (T,H,W,3) uint8 hold media frames frame0.., audio (N,) float32 samples sample0..;
-        grid segment g = frames [2+8g, 18+8g), samples [1280+5120g, 11520+5120g) of the media, shifted
-        by each view's shift (`view_shift_samples`).
-        """
-        segs = list(segs)
-        self._video_features(cache, source_id, frames, frame0, segs)
-        for shift in self.view_shift_samples():
-            fit = [g for g in segs if segment_sample(g) + shift >= 0]
-            if fit:
-                self._audio_features(cache, source_id, audio, sample0, fit, shift)
-
-    def _video_features(self, cache: SegmentCache, source_id, frames: np.ndarray, frame0: int, segs: list[int]):
-        def encode(positions):
-            starts = np.array([segment_frame(segs[p]) - frame0 for p in positions], np.int64)
-            return self._encode("video", self.features.video_segments(frames, starts))
-        return cache.fetch("video", [(source_id, "video", segment_frame(g)) for g in segs], encode)
-
-    def _audio_features(self, cache: SegmentCache, source_id, audio: np.ndarray, sample0: int, segs: list[int],
-                        shift: int):
-        def encode(positions):
-            starts = np.array([segment_sample(segs[p]) + shift - sample0 for p in positions], np.int64)
-            return self._encode("audio", self.features.log_mel_segments(audio, starts))
-        return cache.fetch("audio", [(source_id, "audio", segment_sample(g) + shift) for g in segs], encode)
-
-    def view_shift_samples(self) -> tuple[int, ...]:
-        """The shift views as audio shifts in samples (0 among them)."""
-        return tuple(int(round(d * SAMPLE_RATE)) for d in self.shift_views)
-
-    def window_logits(self, cache: SegmentCache, source_id, frames: np.ndarray, frame0: int,
-                      audio: np.ndarray, sample0: int, windows: Sequence[int],
-                      audio_bounds: tuple[int, int] | None = None) -> np.ndarray:
-        """Offset logits (len(windows), 21) of grid windows j (segments j..j+S-1), features via `cache`,
-        each combined from the `shift_views` whose audio lies in media samples audio_bounds = [lo, hi)
-        (default: those `audio` holds; the unshifted view must) (`combine_views`)."""
-        n = self.config.n_segments
-        lo, hi = (sample0, sample0 + len(audio)) if audio_bounds is None else audio_bounds
-        vsegs = sorted({g for j in windows for g in range(j, j + n)})
-        vfeat = self._video_features(cache, source_id, frames, frame0, vsegs)
-        vrow = {g: i for i, g in enumerate(vsegs)}
-        xp = array_module(vfeat)
-        heads, owner, shifts = [], [], []
-        for d, shift in zip(self.shift_views, self.view_shift_samples()):
-            fit = [i for i, j in enumerate(windows)
-                   if segment_sample(j) + shift >= lo and segment_sample(j + n - 1) + SEG_SAMPLES + shift <= hi]
-            if d == 0.0 and len(fit) < len(windows):
-                raise InputError(f"windows {[j for i, j in enumerate(windows) if i not in fit]} run past the audio given")
-            if not fit:
-                continue
-            asegs = sorted({g for i in fit for g in range(windows[i], windows[i] + n)})
-            afeat = self._audio_features(cache, source_id, audio, sample0, asegs, shift)
-            arow = {g: k for k, g in enumerate(asegs)}
-            vtake = xp.asarray([vrow[g] for i in fit for g in range(windows[i], windows[i] + n)])
-            atake = xp.asarray([arow[g] for i in fit for g in range(windows[i], windows[i] + n)])
-            heads.append(self._head(vfeat[vtake].reshape(len(fit), n, *vfeat.shape[1:]),
-                                    afeat[atake].reshape(len(fit), n, *afeat.shape[1:])))
-            owner += fit
-            shifts += [d] * len(fit)
-        logits, owner, shifts = np.concatenate(heads), np.asarray(owner), np.asarray(shifts)
-        return np.stack([combine_views(self.config.variant, shifts[owner == i], logits[owner == i])
-                         for i in range(len(windows))])
+        its shift views; a view sharing another's video crop reuses its features."""
+        return self.encoder.views_logits([view_inputs(normalise_source(source), start, offset, self.shift_views)
+                                          for source, start, offset in items])
 
     # ---------------------------------------------------------------- whole files
     def scan(self, source, hop_sec: float = 0.32, *, batch_windows: int = 8, cache: bool = True,
@@ -266,39 +151,35 @@ class SyncEngine:
         (cache=False re-encodes the 14 segments of every window, for comparison).
         progress(windows_done, total_or_None) is called after each batch of windows.
         """
-        from sync_sdk.runtime.scan import scan
         self._require_variant("sync", "scan")
-        return scan(self, source, hop_sec, batch_windows=batch_windows, cache=cache, progress=progress)
+        store = self.cache if cache else self.cache.uncached()
+        return scan(self.encoder, store, source, hop_sec, batch_windows=batch_windows, per_window=not cache,
+                    progress=progress)
 
-    def stream(self, hop_sec: float = 0.32):
+    def stream(self, hop_sec: float = 0.32) -> SyncStream:
         """A SyncStream: push frames/samples as they arrive, get a prediction per new window."""
-        from sync_sdk.runtime.stream import SyncStream
         self._require_variant("sync", "stream")
-        return SyncStream(self, hop_sec=hop_sec)
+        return SyncStream(self.encoder, hop_sec=hop_sec)
 
     # ---------------------------------------------------------------- analyses
     def desync(self, video, audio, duration_sec: float | None = None, protocol: str = "first_last",
-               preset: str = "av-benchmark"):
-        """DeSync (s) of a video and its generated audio, as av-benchmark computes it (desync.py)."""
-        from sync_sdk.analysis.desync import desync
-        return desync(self, video, audio, duration_sec=duration_sec, protocol=protocol, preset=preset)
+               preset: str = "av-benchmark") -> DesyncClip:
+        """DeSync (s) of a video and its generated audio, as av-benchmark computes it (analysis/desync.py)."""
+        return desync(self.encoder, video, audio, duration_sec=duration_sec, protocol=protocol, preset=preset)
 
     def visual_features(self, source, preset: str = "av-benchmark", duration_sec: float | None = None,
                         output: str = "numpy"):
         """(S*8, v_dim) float32 visual-encoder features at 25 fps, for conditioning: NumPy, or a CuPy
-        array left on the GPU with output="cupy" (DLPack-ready; visual_features.py)."""
-        from sync_sdk.analysis.visual_features import visual_features
-        return visual_features(self, source, preset=preset, duration_sec=duration_sec, output=output)
+        array left on the GPU with output="cupy" (DLPack-ready; analysis/visual_features.py)."""
+        return visual_features(self.encoder, source, preset=preset, duration_sec=duration_sec, output=output)
 
-    def attribute(self, source, trials: int | dict = 64, **kwargs):
-        """Evidence attribution of the window at start_sec by random corruption (attribution.py)."""
-        from sync_sdk.analysis.attribution import attribute
-        return attribute(self, source, trials=trials, **kwargs)
+    def attribute(self, source, trials: int | dict = 64, **kwargs) -> Attribution:
+        """Evidence attribution of the window at start_sec by random corruption (analysis/attribution.py)."""
+        return attribute(self.encoder, source, trials=trials, **kwargs)
 
-    def search_offset(self, source, max_offset_sec: float = 6.0, **kwargs):
-        """Offset beyond +-2 s: audio shifted in steps, predictions combined (offset_search.py)."""
-        from sync_sdk.analysis.offset_search import search_offset
-        return search_offset(self, source, max_offset_sec=max_offset_sec, **kwargs)
+    def search_offset(self, source, max_offset_sec: float = 6.0, **kwargs) -> OffsetSearchResult:
+        """Offset beyond +-2 s: audio shifted in steps, predictions combined (analysis/offset_search.py)."""
+        return search_offset(self.encoder, source, max_offset_sec=max_offset_sec, **kwargs)
 
     # ---------------------------------------------------------------- cache
     def cache_stats(self) -> dict:
@@ -331,6 +212,3 @@ def _per_item(value, n: int) -> list:
         raise InputError(f"expected {n} values (one per source), got {len(value)}")
     return value
 
-
-def _name(source) -> str | None:
-    return str(source) if isinstance(source, (str, Path)) else None

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sync_sdk import synthetic
+from sync_sdk.geometry import (CROP_SIZE, FIRST_FRAME, FIRST_SAMPLE, FPS, NUM_OFFSET_CLASSES, OFFSET_GRID_SEC,
+                               SAMPLES_PER_FRAME, SEG_FRAMES, SEG_SAMPLES, STEP_FRAMES, STEP_SAMPLES)
 from sync_sdk.inputs.cpu import log_mel, video_input
-from sync_sdk.geometry import NUM_OFFSET_CLASSES, OFFSET_GRID_SEC
-from sync_sdk.geometry import (CROP_SIZE, FIRST_FRAME, FIRST_SAMPLE, SAMPLES_PER_FRAME, SEG_FRAMES,
-                        SEG_SAMPLES, STEP_FRAMES, STEP_SAMPLES)
 
 AUDIO_GRID = SAMPLES_PER_FRAME                    # 640: divides both the 5120 step and 3200 per 0.2 s
 MIN_OFFSET_SAMPLES = int(round(float(OFFSET_GRID_SEC[0]) * 16000))  # -32000
@@ -33,7 +32,6 @@ AUDIO_ORIGIN = FIRST_SAMPLE + MIN_OFFSET_SAMPLES  # world sample of cached audio
 SEG_PER_STEP = STEP_SAMPLES // AUDIO_GRID         # 8 audio-grid steps per segment step
 GRID_PER_CLASS = 3200 // AUDIO_GRID               # 5 audio-grid steps per offset class (0.2 s)
 IN_SYNC_ROW = GRID_PER_CLASS * (NUM_OFFSET_CLASSES - 1) // 2  # audio row of visual segment 0 at offset 0
-FPS = synthetic.FPS
 VISUAL_EVENT_SIGMA_SEC = 1.0 / FPS
 AUDIO_EVENT_SIGMA_SEC = 0.06
 

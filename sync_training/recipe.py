@@ -33,13 +33,15 @@ from sync_sdk.geometry import NUM_OFFSET_CLASSES
 from sync_sdk.model import build_model, load_weights
 from sync_sdk.weights.state_dict_rules import POS_EMB_KEY
 from sync_training.data import AUDIO_GRID, long_clip
+from sync_training.encoder_init import init_weights
+from sync_training.features import GridFeatureSet, clip_features, grid_features
+from sync_training.head import (LagProbe, curriculum_classes, freeze_encoders, head_parameters, init_head_,
+                                offset_and_lag_loss, syncability_and_offset_loss)
 from sync_training.loop import Schedule, plot_losses, train_stage
 from sync_training.losses import classification, info_nce
 from sync_training.metrics import offset_accuracy, roc_auc, sync_accuracy
-from sync_training.stages import (ClipBank, EventProbes, GridFeatureSet, LagProbe, SegmentProjector, clip_features,
-                     curriculum_classes, event_auc, event_loss, freeze_encoders, grid_features, head_parameters,
-                     init_head_, init_weights, offset_and_lag_loss, stage1_embed, stage1_parameters,
-                     syncability_and_offset_loss, visual_tokens)
+from sync_training.stage1 import (ClipBank, EventProbes, SegmentProjector, event_auc, event_loss, stage1_embed,
+                                  stage1_parameters, visual_tokens)
 from sync_training.token_windows import TokenWindows
 
 SEED_STRIDE = 10_000_000  # training clip seeds: SEED_STRIDE * (seed + 1) + BANK_SEEDS + index
@@ -48,8 +50,9 @@ BANK_SEEDS = 1_000_000
 
 @dataclass
 class TrainConfig:
-    """Every knob of a run (all written to train_log.json). The defaults are the bundled
-    synthetic-tiny's recipe (its MODEL_CARD.md)."""
+    """Every knob of a run (all written to train_log.json). The defaults are the recipe of the
+    bundled synthetic-tiny (its MODEL_CARD.md; the experiments behind them:
+    docs/synthetic-tiny-experiments.md)."""
 
     run_dir: str
     model: str = "tiny"
@@ -65,20 +68,20 @@ class TrainConfig:
     stage1_contrastive_weight: float = 1.0  # InfoNCE's weight beside the event-detection loss
     stage2_steps: int = 12000
     stage2_batch: int = 64
-    stage2_lr: float = 2e-3           # constant after the warm-up up to stage2_steps (model card)
+    stage2_lr: float = 2e-3           # constant after the warm-up up to stage2_steps
     stage2_lag_weight: float = 5.0  # the lag-map loss's weight beside the offset cross-entropy
     stage2_windows: str = "tokens"  # "tokens": TokenWindows (fresh event trains); "clips": bank windows
-    stage2_offset_jitter: float = 0.1  # TokenWindows: offsets anywhere in the class's bin (s; model card item 17)
+    stage2_offset_jitter: float = 0.1  # TokenWindows: offsets up to this far (s) off the class's grid offset
     stage2_real_video_steps: int = 6000  # then real visual windows, fresh audio tokens, ...
-    stage2_real_video_lr: float = 6e-3  # ... lr cosine from this to 0 (model card item 11)
+    stage2_real_video_lr: float = 6e-3  # ... lr cosine from this to 0
     stage2_real_video_jitter: float = 0.0  # ... each window's audio up to this far (s) off its grid offset
     stage2_takeoff_step: int = 2000   # 0: no check. At this step the head must have left chance ...
     stage2_takeoff_ratio: float = 1.5  # ... (mean batch accuracy of its last 250 steps >= ratio x chance),
     stage2_draws: int = 8             # else stage 2 restarts from a new head draw, at most this many draws
-    stage3_steps: int = 3200        # 1,600 gave AUC 0.725 against 0.779 (model card item 13)
+    stage3_steps: int = 3200
     stage3_batch: int = 64
-    stage3_lr: float = 6e-3          # model card item 11
-    stage3_offset_weight: float = 0.25  # stage 2's losses (offset + lag map) kept on the positives (item 15)
+    stage3_lr: float = 6e-3          # cosine to 5 % of this
+    stage3_offset_weight: float = 0.25  # stage 2's losses (offset + lag map) kept on the positives
     stage3_offset_jitter: float = 0.0  # each window's audio up to this far (s) off its grid offset
     bundle: str | None = None      # copy the final model files here
     times: dict = field(default_factory=dict)
@@ -141,7 +144,7 @@ def build_extra(cfg: TrainConfig, model: torch.nn.Module, run: Path) -> GridFeat
     """Grid features (and token targets) of cfg.extra_clips more clips, the bank's clips cfg.clips,
     cfg.clips + 1, ... (same seeds as a larger bank's), through the frozen stage-1 encoders (or load
     them). Only the real-video phase and stage 3 see them: the TokenWindows phase and stage 1 are
-    unchanged, and no backbone tokens are stored (model card item 12)."""
+    unchanged, and no backbone tokens are stored."""
     extra = _stamped_folder(run / "extra", "encoders", [*model.vfeat_extractor.parameters(),
                                                         *model.afeat_extractor.parameters()])
 
@@ -196,10 +199,10 @@ def run_stage2(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
                ) -> tuple[list[dict], LagProbe, int]:
     """Stage 2; returns its history, the trained lag probe and the head draw that took off.
 
-    Whether the head leaves chance depends on its initial draw (of 6 draws on one GPU, 2 had by step
-    2,000; model card item 9). Draw 0 is the recipe's (torch's generator as `train` left it); a draw
-    still at chance at cfg.stage2_takeoff_step is set aside (`stage2.drawN.state.pt`) and stage 2
-    starts again from the next one (`draw_seed`), the window stream unchanged."""
+    Whether the head leaves chance depends on its initial draw. Draw 0 is the recipe's (torch's
+    generator as `train` left it); a draw still at chance at cfg.stage2_takeoff_step (`stalled`) is
+    set aside (`stage2.drawN.state.pt`) and stage 2 starts again from the next one (`draw_seed`),
+    the window stream unchanged."""
     train_clips = np.arange(cfg.val_clips, cfg.clips)  # the bank's; the real-video phase adds the extra clips
     n_seg = model.config.n_segments
     windows = TokenWindows(feats, train_clips, n_seg, video_clips=np.arange(cfg.val_clips, len(feats)))
@@ -292,9 +295,8 @@ def run_stage3(cfg: TrainConfig, model: torch.nn.Module, feats: GridFeatureSet, 
                offset_probe: torch.nn.Linear, lag_probe: LagProbe) -> list[dict]:
     """Stage 3 from the stage-2 head, on the training clips of the bank and the extra clips, with
     stage 2's off_head (as offset_probe) and lag probe kept training on the synchronizable windows
-    (weight cfg.stage3_offset_weight). Without them stage 3 is unstable: on a positional table cut
-    to its first rows it forgot the matching (model card item 8); with `head_rows` it fell to
-    chance within its first 400 steps (item 15)."""
+    (weight cfg.stage3_offset_weight), so that the head keeps matching while it learns to say
+    whether anything matches."""
     train_clips = np.arange(cfg.val_clips, len(feats))
     n_seg = model.config.n_segments
 

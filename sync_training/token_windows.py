@@ -1,19 +1,17 @@
 """Stage-2 windows assembled from real grid tokens along freshly drawn event trains.
 
-Trained on the bank's own windows, the head memorises its hundred clips (held-out accuracy stays at
-chance). Here every window is new: event times are drawn as the generator draws a scene's
-(`synthetic.event_times`, at densities from a few events a minute up to the mixed scenes' rate),
-each token position's closeness to an event is computed as the event targets are, and the position
-gets a random training-clip token whose own target falls in the same closeness bin. The windows
-keep the real features' statistics (detector misses and false alarms included) while their timing
-is unlimited, and their lag maps follow from the drawn events. The windows of one batch share one
-density: with a density drawn per window the head stayed at chance (model card, item 6).
+The bank's own windows are few enough for the head to memorise them; here every window is new:
+event times are drawn as the generator draws a scene's (`synthetic.event_times`, at densities from
+a few events a minute up to the mixed scenes' rate), each token position's closeness to an event is
+computed as the event targets are, and the position gets a random training-clip token whose own
+target falls in the same closeness bin. The windows keep the real features' statistics (detector
+misses and false alarms included) while their timing is unlimited, and their lag maps follow from
+the drawn events. The windows of one batch share one event density.
 
 Drawn token by token, those windows lose what neighbouring tokens say together (a flash seen as
-"dark, then lit"; motion that reverses at a bar): a probe reading 5 consecutive visual tokens finds
-events far better than one reading a single token (held-out AUC 0.92 vs 0.85). `sample_real_video`
-keeps that context: the bank's own visual windows, with fresh audio tokens drawn along the real
-audio event targets, so the audio cannot be memorised (model card, item 7).
+"dark, then lit"; motion that reverses at a bar). `sample_real_video` keeps that context: the
+clips' own visual windows, with fresh audio tokens drawn along the real audio event targets, so
+the audio cannot be memorised.
 """
 from __future__ import annotations
 
@@ -23,7 +21,7 @@ import torch
 from sync_sdk.geometry import OFFSET_GRID_SEC
 from sync_sdk.synthetic import event_times
 from sync_training.data import AUDIO_EVENT_SIGMA_SEC, VISUAL_EVENT_SIGMA_SEC, closeness, lag_geometry, token_centres
-from sync_training.stages import lag_maps
+from sync_training.features import lag_maps
 
 BIN_EDGES = np.array([0.05, 0.3, 0.7])  # closeness bins: away, near, close, at an event
 SPAN_SEC = (-3.0, 9.0)                  # window-relative span of the drawn events

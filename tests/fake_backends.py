@@ -12,15 +12,23 @@ BANDS = 8  # mel bands of 16 bins
 AUDIO_COLS = 65  # real log-mel columns (the 66th is padding)
 
 
-class Engine:
-    """The part of SyncEngine the analysis functions use: backend, config, max_batch."""
+class FakeBackend:
+    """What every fake declares of the backend protocol (NumPy on the CPU, float32)."""
 
-    def __init__(self, backend, max_batch: int = 14) -> None:
-        self.backend, self.config, self.max_batch = backend, backend.config, max_batch
-        self.model_id = backend.name
+    config = TINY
+    precision = "fp32"
+    device = "cpu"
+    device_arrays = False
+    model_id = ""
 
 
-class RecordingBackend:
+def encoder(backend, max_batch: int = 14):
+    """The segment-encoding seam the analysis functions receive, over a fake backend."""
+    from sync_sdk.runtime.encoder import SegmentEncoder
+    return SegmentEncoder(backend, max_batch=max_batch)
+
+
+class RecordingBackend(FakeBackend):
     """Encoders return zeros and keep their inputs; the head returns queued logits (one row per window)."""
 
     name = "fake-recording"
@@ -64,7 +72,7 @@ def _audio_bands(aud: np.ndarray, reduce=np.mean) -> np.ndarray:
     return np.stack([reduce(bands[:, :, 11 * t:11 * t + 11], axis=2) for t in range(6)], axis=1)
 
 
-class CellsBackend:
+class CellsBackend(FakeBackend):
     """Head logit of class 15 = gain * sum over chosen cells of tanh(temporal std / tau); all other
     logits 0. Video cells: (segment, spatial cell 0..48); audio cells: (segment, band 0..7). A part
     flattened in time (its std -> 0) removes its share of the evidence; nothing else matters."""
@@ -98,7 +106,7 @@ class CellsBackend:
         return out
 
 
-class EventBackend:
+class EventBackend(FakeBackend):
     """A "perfect" sync model for flash/click clips: visual tokens hold frame brightness, audio tokens
     the loudest column; the head scores each offset class r by how many (flash, click) pairs are r
     apart (visual time - audio time = r, Gaussian sigma 0.08 s). Out-of-range offsets only see

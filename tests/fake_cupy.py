@@ -23,7 +23,10 @@ SCALAR_TYPES = {"int": np.int32, "float": np.float32}
 
 
 class ndarray(np.ndarray):
-    """A 'device' array: NumPy memory, with CuPy's `set`."""
+    """A 'device' array: NumPy memory, with CuPy's `set` and `get`; its type names the module "cupy"."""
+
+    def get(self, stream=None) -> np.ndarray:
+        return np.array(self)
 
     def set(self, arr, stream=None):
         if not isinstance(arr, np.ndarray) or isinstance(arr, ndarray):
@@ -281,3 +284,6 @@ def install(monkeypatch) -> types.ModuleType:
     RawModule.launches = []
     Stream.waits = []
     return cp
+
+
+ndarray.__module__ = "cupy"  # array libraries are told apart by their type's module, as for CuPy

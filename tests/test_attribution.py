@@ -6,7 +6,7 @@ import pytest
 
 from sync_sdk.analysis.attribution import attribute, effect, segment_of_time, unit_scores
 from sync_sdk.errors import InputError
-from tests.fake_backends import CellsBackend, Engine, EventBackend, flash_click_clip
+from tests.fake_backends import CellsBackend, EventBackend, encoder, flash_click_clip
 from tests.bundled import requires_trained_bundle
 
 
@@ -50,7 +50,7 @@ def test_segment_of_time():
 @pytest.mark.parametrize("method", ["mean_diff", "regression"])
 def test_fake_cues_score_highest(tmp_path, method):
     """The head reads only visual segment 3 (spatial cell row 1, col 5) and audio segment 9 (band 2)."""
-    engine = Engine(CellsBackend(video_cells=[(3, 1 * 7 + 5)], audio_cells=[(9, 2)]))
+    engine = encoder(CellsBackend(video_cells=[(3, 1 * 7 + 5)], audio_cells=[(9, 2)]))
     png = tmp_path / "attr.png"
     attr = attribute(engine, _textured_clip(), trials=40, method=method, seed=1, png=png)
     assert attr.base.class_index == 15
@@ -77,7 +77,7 @@ def test_event_model_attributes_to_the_event_segments(offset):
     of the two segments that hold a moment would move nothing). In both streams the four segments
     holding an event score highest and the others about nothing."""
     frames, fps, audio, sr, times = flash_click_clip(5.2, offset, times=[1.0, 3.2])
-    attr = attribute(Engine(EventBackend(gain=0.5)), (frames, fps, audio, sr), trials=64,
+    attr = attribute(encoder(EventBackend(gain=0.5)), (frames, fps, audio, sr), trials=64,
                      families=("audio", "video"), method="regression", seed=0)
     assert attr.base.offset_sec == pytest.approx(offset) and 0.6 < attr.base.confidence < 0.95
     for stream, event_times in (("video", times), ("audio", times - offset)):
@@ -96,7 +96,7 @@ def test_near_certain_prediction_needs_more_corruption():
     for setting in ({}, {"corrupt_prob": 0.7, "measure": "kl"}):
         hits = 0
         for seed in (0, 1, 2):
-            attr = attribute(Engine(EventBackend(gain=1.5)), (frames, fps, audio, sr), trials=64,
+            attr = attribute(encoder(EventBackend(gain=1.5)), (frames, fps, audio, sr), trials=64,
                              families=("audio", "video"), method="regression", seed=seed, **setting)
             assert attr.base.confidence > 0.999
             for stream, event_times in (("video", times), ("audio", times - 0.4)):
@@ -106,7 +106,7 @@ def test_near_certain_prediction_needs_more_corruption():
 
 
 def test_segment_trials_reencode_only_corrupted_segments():
-    engine = Engine(CellsBackend(video_cells=[(3, 12)], audio_cells=[(9, 2)]))
+    engine = encoder(CellsBackend(video_cells=[(3, 12)], audio_cells=[(9, 2)]))
     attr = attribute(engine, _textured_clip(), trials=30, families=("audio", "video"))
     # 14 clean + at most 14 corrupted segments per stream, whatever the number of trials
     assert 14 < attr.encoded["audio"] <= 28 and 14 < attr.encoded["video"] <= 28
@@ -116,7 +116,7 @@ def test_segment_trials_reencode_only_corrupted_segments():
 
 
 def test_bad_arguments():
-    engine = Engine(CellsBackend([], []))
+    engine = encoder(CellsBackend([], []))
     with pytest.raises(InputError):
         attribute(engine, _textured_clip(), families=("sound",))
     with pytest.raises(InputError):
@@ -133,7 +133,7 @@ def test_bundled_model_attributes_to_event_segments():
     hits = 0
     for seed in (11, 12, 13):
         clip = generate_clip(seed, duration_sec=5.2, kind="beep_flash")
-        attr = attribute(engine, (clip.frames, 25, clip.audio, 16000), trials=48,
+        attr = attribute(engine.encoder, (clip.frames, 25, clip.audio, 16000), trials=48,
                          families=("audio", "video"), seed=seed)
         event_segs = _segments_holding(clip.event_times_sec)
         hits += attr.top_segments("audio", 1)[0] in event_segs

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sync_sdk.analysis.desync import (desync, desync_batch, desync_dir, desync_score, load_pair, offsets_from_logits,
-                             pair_by_stem, window_starts)
+from sync_sdk.analysis.desync import desync, desync_batch, desync_score, load_pair, offsets_from_logits, window_starts
+from sync_sdk.engine import SyncEngine
+from sync_sdk.serving.desync_jobs import desync_dir, pair_by_stem
 from sync_sdk.errors import ClipTooShortError, InputError
 from sync_sdk.inputs.presets import bicubic_aa_weights, load_audio_16k, resample, resize_short_crop
-from tests.fake_backends import Engine, RecordingBackend
+from tests.fake_backends import RecordingBackend, encoder
 
 GRID = np.linspace(-2, 2, 21)
 
@@ -171,7 +172,7 @@ def test_desync_inputs_match_independent_preprocessing(tmp_path):
     pcm = (rng.standard_normal((246960, 2)) * 5000).astype(np.int16)  # 5.6 s
     audio = _write_wav(tmp_path / "clip.wav", pcm, 44100)
     be = RecordingBackend()
-    res = desync(Engine(be, max_batch=5), video, audio)
+    res = desync(encoder(be, max_batch=5), video, audio)
     assert (res.n_video_segments, res.n_audio_segments, res.windows) == (16, 16, [(0, 0), (2, 2)])
     assert res.desync == 0.0 and res.offsets == [0.0, 0.0] and res.duration_sec == pytest.approx(5.6)
 
@@ -240,8 +241,8 @@ def test_batched_desync_on_constructed_logits():
     audio = (np.zeros(8 * 16000, np.float32), 16000)
     be = RecordingBackend(_logits([18, 10, 5, 0, 12, 12, 12]))
     items = [("a", clip, audio), ("b", clip, audio), ("c", clip, audio)]
-    out = list(desync_batch(Engine(be), items, protocol="first_last", batch_clips=2)) + \
-        list(desync_batch(Engine(be), items[:1], protocol="cover"))
+    out = list(desync_batch(encoder(be), items, protocol="first_last", batch_clips=2)) + \
+        list(desync_batch(encoder(be), items[:1], protocol="cover"))
     assert [r.desync for r in out[:3]] == pytest.approx([0.8, 1.5, 0.4])
     assert out[0].windows == [(0, 0), (10, 10)] and out[0].offsets == pytest.approx([1.6, 0.0])
     assert out[3].windows == [(0, 0), (10, 10)] and out[3].desync == pytest.approx(0.4)  # 24 segs: 0 and 10
@@ -253,7 +254,7 @@ def test_batched_desync_on_constructed_logits():
 def test_bad_clip_is_reported_and_others_go_on():
     good = (_smooth_frames(125, 224, 224), (np.zeros(80000, np.float32), 16000))
     short = (_smooth_frames(100, 224, 224), (np.zeros(64000, np.float32), 16000))
-    out = list(desync_batch(Engine(RecordingBackend()), [("bad", *short), ("ok", *good)]))
+    out = list(desync_batch(encoder(RecordingBackend()), [("bad", *short), ("ok", *good)]))
     assert out[0].name == "bad" and "ClipTooShortError" in out[0].error and math.isnan(out[0].desync)
     assert out[1].name == "ok" and out[1].error is None and out[1].desync == 0.0
 
@@ -273,7 +274,7 @@ def test_directory_run_pairs_by_stem_and_resumes(tmp_path):
 
     # clips a, b, c: window logits say +1.6/0.0, -0.4/-0.4, 2.0/2.0 (clip c is in the second batch)
     be = RecordingBackend(_logits([18, 10, 8, 8, 20, 20]))
-    summary = desync_dir(Engine(be), vdir, adir, out, batch_clips=2)
+    summary = desync_dir(SyncEngine(be), vdir, adir, out, batch_clips=2)
     assert summary["desync"] == pytest.approx((0.8 + 0.4 + 2.0) / 3, abs=1e-6)
     assert (summary["n_clips"], summary["n_failed"], summary["n_windows"]) == (3, 1, 6)
     assert summary["failed"] == ["broken"] and summary["video_only"] == ["video_only"]
@@ -284,11 +285,11 @@ def test_directory_run_pairs_by_stem_and_resumes(tmp_path):
     # lose clip b's line, resume: b is computed again (and the failed clip tried again), a and c are not
     out.write_text("".join(json.dumps(r) + "\n" for r in recs if r["name"] != "b"))
     be2 = RecordingBackend(_logits([8, 8]))
-    summary = desync_dir(Engine(be2), vdir, adir, out, resume=True)
+    summary = desync_dir(SyncEngine(be2), vdir, adir, out, resume=True)
     assert summary["desync"] == pytest.approx((0.8 + 0.4 + 2.0) / 3, abs=1e-6) and summary["n_clips"] == 3
     assert sum(len(v) for v in be2.video_inputs) == 14
     with pytest.raises(InputError):  # other settings into the same file
-        desync_dir(Engine(be2), vdir, adir, out, protocol="cover", resume=True)
+        desync_dir(SyncEngine(be2), vdir, adir, out, protocol="cover", resume=True)
 
 
 # --- checkpoint as av-benchmark ships it --------------------------------------------------------
@@ -311,8 +312,8 @@ def test_bare_state_dict_pth_is_accepted(tmp_path):
 
     frames = _smooth_frames(125, 224, 224)
     audio = (np.random.default_rng(1).standard_normal(80000).astype(np.float32) * 0.1, 16000)
-    loaded = Engine(TorchBackend(load_weights(build_model(cfg), ckpt.state_dict)))
-    direct = Engine(TorchBackend(load_weights(build_model(cfg), sd)))
+    loaded = encoder(TorchBackend(load_weights(build_model(cfg), ckpt.state_dict)))
+    direct = encoder(TorchBackend(load_weights(build_model(cfg), sd)))
     a, b = desync(loaded, frames, audio), desync(direct, frames, audio)
     assert a.offsets == b.offsets and a.confidences == pytest.approx(b.confidences, abs=1e-6)
 

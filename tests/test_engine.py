@@ -99,7 +99,8 @@ def test_scan_uncached_gives_the_same_results(engine, clip, timeline):
 
 
 def test_scan_makes_inputs_with_the_engine_features(engine, clip, timeline):
-    from sync_sdk.engine import CpuFeatures, SyncEngine
+    from sync_sdk.engine import SyncEngine
+    from sync_sdk.inputs.cpu import CpuFeatures
 
     class Counting(CpuFeatures):
         video = audio = 0
@@ -126,7 +127,7 @@ def test_scan_of_a_file_decodes_in_chunks(engine, tmp_path, monkeypatch):
     path = write_clip(generate_clip(5, duration_sec=9.8), tmp_path / "c.mp4")  # 245 frames: windows 0..15
     monkeypatch.setattr(scanning, "CHUNK_SEC", 0.96)  # 11 chunks: windows span chunk boundaries
     whole = read_clip(path)
-    chunks = list(iter(scanning.FileReader(path).next_chunk, None))
+    chunks = list(scanning.read_chunks(path)[0])
     assert len(chunks) == 11
     np.testing.assert_array_equal(np.concatenate([c[0] for c in chunks]), whole.frames)
     np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), whole.audio)

@@ -4,7 +4,7 @@ import pytest
 
 from sync_sdk.errors import ClipTooShortError, InputError
 from sync_sdk.analysis.offset_search import _video_start, combine, search_offset, shift_grid
-from tests.fake_backends import Engine, EventBackend, flash_click_clip
+from tests.fake_backends import EventBackend, encoder, flash_click_clip
 from tests.bundled import requires_trained_bundle
 GRID = np.round(np.linspace(-2, 2, 21), 1)
 
@@ -65,7 +65,7 @@ def test_video_window_planning():
 @pytest.mark.parametrize("offset", [4.6, -5.4, 0.8])
 def test_fake_model_recovers_offsets_of_several_seconds(offset):
     frames, fps, audio, sr, _ = flash_click_clip(20.0, offset, seed=3)
-    engine = Engine(EventBackend())
+    engine = encoder(EventBackend())
     res = search_offset(engine, (frames, fps, audio, sr), max_offset_sec=7.0)
     assert res.offset_sec == pytest.approx(offset)
     assert res.confidence > 0.5 and res.support >= 2
@@ -79,7 +79,7 @@ def test_fake_model_recovers_offsets_of_several_seconds(offset):
 
 
 def test_search_errors():
-    engine = Engine(EventBackend())
+    engine = encoder(EventBackend())
     frames, fps, audio, sr, _ = flash_click_clip(4.0, 0.0)
     with pytest.raises(ClipTooShortError):
         search_offset(engine, (frames, fps, audio, sr))
@@ -97,7 +97,7 @@ def test_bundled_model_finds_offsets_of_several_seconds(offset):
     found = []
     for seed in (21, 22, 23):
         clip = generate_clip(seed, offset_sec=offset, duration_sec=16.0)
-        found.append(search_offset(engine, (clip.frames, 25, clip.audio, 16000), max_offset_sec=6.0).offset_sec)
+        found.append(search_offset(engine.encoder, (clip.frames, 25, clip.audio, 16000), max_offset_sec=6.0).offset_sec)
     assert sum(abs(f - offset) <= 0.2 + 1e-9 for f in found) >= 2, found
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from sync_sdk.errors import BackendError, InputError, SyncSDKWarning
-from sync_sdk.serving.ray_batch import (ClipJob, ClipScorer, ShardWriter, error_row, finished_keys, import_ray, ok_row,
-                                plan_workers, read_clip_manifest, read_results, rows_table, run_ray_batch,
-                                shard_paths)
+from sync_sdk.serving.ray_batch import ClipScorer, import_ray, plan_workers, run_ray_batch
+from sync_sdk.serving.ray_results import (ClipJob, ShardWriter, error_row, finished_keys, ok_row, read_clip_manifest,
+                                          read_results, rows_table, shard_paths)
 
 
 
@@ -129,6 +129,8 @@ class _FailingBackend:
 
     def __init__(self, backend):
         self.inner, self.config, self.name = backend, backend.config, backend.name
+        self.precision, self.device, self.device_arrays = backend.precision, backend.device, backend.device_arrays
+        self.model_id = backend.model_id
 
     def encode_video(self, x):
         if np.isnan(x).any():
@@ -155,14 +157,17 @@ def test_scorer_isolates_a_failing_clip(tiny_model, pq):
     batch = {"path": np.array(["/0", "/1", "/2"]), "start_sec": np.zeros(3), "input_offset_sec": np.zeros(3),
              "error": np.array(["", "", "MediaNotFoundError"]), "message": np.array(["", "", "gone"]),
              "decode_sec": np.ones(3),
-             "vid": np.array(list(vid) + [np.zeros((0, 16, 3, 224, 224), np.float32)], dtype=object),
-             "aud": np.array(list(aud) + [np.zeros((0, 1, 128, 66), np.float32)], dtype=object)}
+             "vid": np.array([v[None] for v in vid] + [np.zeros((0, 0, 16, 3, 224, 224), np.float32)], dtype=object),
+             "aud": np.array([a[None] for a in aud] + [np.zeros((0, 0, 1, 128, 66), np.float32)], dtype=object),
+             "view_shift": np.array([[0.0], [0.0], []], dtype=object),
+             "view_start": np.array([[0.0], [0.0], []], dtype=object),
+             "view_vid": np.array([[0], [0], []], dtype=object)}
     rows = scorer(batch).to_pylist()
     assert [r["status"] for r in rows] == ["error", "ok", "error"]
     assert (rows[0]["error"], rows[0]["message"]) == ("RuntimeError", "NaN input")
     assert (rows[2]["error"], rows[2]["message"]) == ("MediaNotFoundError", "gone")
     from sync_sdk.serving.ray_batch import clip_logits
-    expected = clip_logits(engine, vid[1:], aud[1:])[0]
+    expected = clip_logits(engine.encoder, vid[1:], aud[1:])[0]
     assert rows[1]["class_index"] == int(np.argmax(expected))
     np.testing.assert_allclose(rows[1]["probs"], np.exp(expected) / np.exp(expected).sum(), atol=1e-5)
 
@@ -222,7 +227,8 @@ def test_job_on_local_ray(ray_cluster, clips, tiny_model, tmp_path, pq):
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in read_results(out).to_pylist()}
     assert rows["notmedia.mp4"]["error"] == "MediaDecodeError" and rows["missing.mp4"]["error"] == "MediaNotFoundError"
     assert all(rows[n]["message"] and rows[n]["offset_sec"] is None for n in ("notmedia.mp4", "missing.mp4"))
-    engine = SyncEngine.from_pretrained(tiny_model, shift_views=[0.0])  # the Ray batch scores one window
+    engine = SyncEngine.from_pretrained(tiny_model)  # the Ray batch answers as predict does, shift views included
+    assert tiny_model != "synthetic-tiny" or len(engine.shift_views) == 3
     for name, start, off in [("c0.mp4", 0.0, 0.0), ("c1.mp4", 0.4, 0.2), ("c2.mp4", 0.8, -0.6)]:
         r = rows[name]
         ref = engine.predict(str(clips / name), start_sec=start, offset_sec=off)

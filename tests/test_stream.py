@@ -82,7 +82,7 @@ def test_memory_stays_bounded(engine, clip):
     frames, _, audio, _ = clip
     stream = engine.stream()
     push_interleaved(stream, frames, audio, v_step=25, a_step=16000)
-    assert len(stream._frames) < 16 and len(stream._audio) < 10240
+    assert len(stream._span.frames) < 16 and len(stream._span.audio) < 10240
     assert len(stream.cache) <= 2 * 2 * 14
 
 

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from sync_sdk import synthetic as S
-
-FPS, SR = S.FPS, S.SAMPLE_RATE
+from sync_sdk.geometry import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 
 def visual_change(frames: np.ndarray) -> np.ndarray:
@@ -19,8 +18,8 @@ def visual_change(frames: np.ndarray) -> np.ndarray:
 
 def audio_onsets(audio: np.ndarray) -> np.ndarray:
     """(T,) rise of the log energy per video frame (640 samples), clipped at 0."""
-    n = len(audio) // S.SAMPLES_PER_FRAME
-    e = np.log(np.square(audio[:n * S.SAMPLES_PER_FRAME]).reshape(n, -1).mean(1) + 1e-7)
+    n = len(audio) // SAMPLES_PER_FRAME
+    e = np.log(np.square(audio[:n * SAMPLES_PER_FRAME]).reshape(n, -1).mean(1) + 1e-7)
     return np.concatenate([[0.0], np.maximum(np.diff(e), 0)])
 
 
@@ -69,7 +68,7 @@ def test_offset_only_moves_the_audio():
     sync = S.generate_clip(21, 0.0, duration_sec=4.0)
     lead = S.generate_clip(21, 0.4, duration_sec=4.0)
     assert np.array_equal(sync.frames, lead.frames)
-    shift = int(0.4 * SR)
+    shift = int(0.4 * SAMPLE_RATE)
     assert np.allclose(lead.audio[:-shift], sync.audio[shift:], atol=1e-6)
 
 

@@ -12,7 +12,7 @@ from sync_sdk.config import ModelConfig  # noqa: E402
 from sync_sdk.errors import TrainingError  # noqa: E402
 from sync_sdk.geometry import OFFSET_GRID_SEC, class_to_offset  # noqa: E402
 from sync_sdk.model import build_model  # noqa: E402
-from sync_training import data, stages  # noqa: E402
+from sync_training import data, encoder_init, features, head, stage1  # noqa: E402
 from sync_training.loop import Schedule, train_stage  # noqa: E402
 from sync_training.losses import info_nce  # noqa: E402
 from sync_training.metrics import offset_accuracy, roc_auc, sync_accuracy  # noqa: E402
@@ -74,7 +74,7 @@ def test_info_nce_prefers_matching_pairs():
 
 
 def test_motion_init_sees_change_not_stillness():
-    model = stages.init_weights(build_model("tiny"), 0)
+    model = encoder_init.init_weights(build_model("tiny"), 0)
     conv = model.vfeat_extractor.patch_embed_3d.proj
     still = torch.rand(1, 3, 1, 16, 16).expand(1, 3, 2, 16, 16)
     n_diff = int(conv.weight.shape[0] * 0.625)
@@ -82,13 +82,13 @@ def test_motion_init_sees_change_not_stillness():
     assert torch.allclose(out[:n_diff], torch.zeros(n_diff), atol=1e-5) and out[n_diff:].abs().max() > 0
     flash = torch.cat([still[:, :, :1], still[:, :, :1] + 0.5], 2)  # frame 2 brighter by 0.5
     assert conv(flash).flatten()[:3].sub(8.0).abs().max() < 1e-4  # mean-change channels: 16 * 0.5
-    assert out[-1] == conv(flash).flatten()[-1] == stages.ENERGY_REFERENCE_BIAS  # the constant channel
+    assert out[-1] == conv(flash).flatten()[-1] == encoder_init.ENERGY_REFERENCE_BIAS  # the constant channel
 
 
 def test_energy_reference_channel_reads_low_where_the_picture_changes():
     """Backbone tokens (after its LayerNorm): the constant channel is lower in changing patches than
     in still ones, whichever way the change goes."""
-    model = stages.init_weights(build_model("tiny"), 0)
+    model = encoder_init.init_weights(build_model("tiny"), 0)
     rng = np.random.default_rng(0)
     still = torch.from_numpy(rng.uniform(-0.5, 0.5, (1, 1, 3, 224, 224)).astype(np.float32)).repeat(1, 16, 1, 1, 1)
     video = still.clone()
@@ -109,7 +109,7 @@ def test_boundary_init_sees_a_change_between_tubelets():
     video += torch.from_numpy(rng.normal(0, 0.03, video.shape).astype(np.float32))
     video[:, 4:, :, 64:128, 64:128] += 1.0
     for boundary in (True, False):
-        model = stages.init_weights(build_model("tiny"), 0)
+        model = encoder_init.init_weights(build_model("tiny"), 0)
         if not boundary:
             torch.nn.init.zeros_(model.vfeat_extractor.blocks[0].timeattn.proj.weight)
         with torch.no_grad():
@@ -119,8 +119,8 @@ def test_boundary_init_sees_a_change_between_tubelets():
         assert (lit_later.min() > onset.max()) == boundary  # the onset, not the lit stretch
 
 
-def _bank(model, clips: list) -> stages.ClipBank:
-    return stages.ClipBank([stages.visual_tokens(model, c) for c in clips], [c.log_mels() for c in clips],
+def _bank(model, clips: list) -> stage1.ClipBank:
+    return stage1.ClipBank([stage1.visual_tokens(model, c) for c in clips], [c.log_mels() for c in clips],
                            [c.visual_event_targets() for c in clips], [c.audio_event_targets() for c in clips])
 
 
@@ -128,22 +128,22 @@ def test_stage1_steps_lower_the_contrastive_loss():
     """Contrastive steps on one fixed batch of real synthetic windows from a two-clip bank."""
     torch.manual_seed(0)
     cfg = ModelConfig.named("tiny")
-    model = stages.init_weights(build_model(cfg), 0).train()
+    model = encoder_init.init_weights(build_model(cfg), 0).train()
     clips = [data.long_clip(s, n_video=15) for s in (101, 102)]
     bank = _bank(model, clips)
     tokens, aud, shifted = bank.stage1_batch(np.random.default_rng(0), 2, 14, np.arange(2))
     assert tokens[0].shape == (14, 1568, 64) and aud.shape == (2, 14, 1, 128, 66)
-    assert shifted.shape == (2, 14, len(stages.STAGE1_SHIFTS), 1, 128, 66)
+    assert shifted.shape == (2, 14, len(stage1.STAGE1_SHIFTS), 1, 128, 66)
     with torch.no_grad():  # the bank reproduces encode_video / the audio the runtime would cut
         ref = model.encode_video(torch.from_numpy(data.video_segments(clips[0].frames, clips[0].video_firsts()[:2])))
-        assert torch.allclose(stages.aggregate(model, bank.tokens[0][:2]), ref, atol=1e-2)
+        assert torch.allclose(stage1.aggregate(model, bank.tokens[0][:2]), ref, atol=1e-2)
     w0 = clips[0].audio_firsts()[data.in_sync_rows(np.array([3]), np.array([0]))[0, 0]]
     assert data.AUDIO_ORIGIN + w0 == geometry.segment_sample(3)
-    proj = stages.SegmentProjector(cfg)
-    opt = torch.optim.AdamW(stages.stage1_parameters(model) + list(proj.parameters()), lr=2e-3)
+    proj = stage1.SegmentProjector(cfg)
+    opt = torch.optim.AdamW(stage1.stage1_parameters(model) + list(proj.parameters()), lr=2e-3)
     losses = []
     for _ in range(10):
-        v, a, a_extra = stages.stage1_embed(model, proj, tokens, aud, shifted)
+        v, a, a_extra = stage1.stage1_embed(model, proj, tokens, aud, shifted)
         loss = info_nce(v, a, proj.logit_scale, a_extra)
         opt.zero_grad()
         loss.backward()
@@ -157,58 +157,58 @@ def test_event_stage_lowers_its_loss_and_scores_events():
     tokens of that bank above quiet ones."""
     torch.manual_seed(0)
     cfg = ModelConfig.named("tiny")
-    model = stages.init_weights(build_model(cfg), 0).train()
+    model = encoder_init.init_weights(build_model(cfg), 0).train()
     clips = [data.long_clip(s, n_video=6) for s in (101, 102)]
     bank = _bank(model, clips)
     batch = bank.event_batch(np.random.default_rng(0), np.arange(2), n_clips=2, n_video=6, n_audio=48)
     assert batch[0].shape == (12, 1568, 64) and batch[1].shape == (12, 8) and batch[2].shape == (96, 1, 128, 66)
-    probes = stages.EventProbes(cfg)
-    opt = torch.optim.AdamW(stages.stage1_parameters(model) + list(probes.parameters()), lr=3e-3)
+    probes = stage1.EventProbes(cfg)
+    opt = torch.optim.AdamW(stage1.stage1_parameters(model) + list(probes.parameters()), lr=3e-3)
     losses = []
     for _ in range(40):
-        loss = stages.event_loss(model, probes, *batch)
+        loss = stage1.event_loss(model, probes, *batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.75 * losses[0]
-    auc = stages.event_auc(model.eval(), probes, bank, np.arange(2), audio_stride=1)
+    auc = stage1.event_auc(model.eval(), probes, bank, np.arange(2), audio_stride=1)
     assert auc["visual_event_auc"] > 0.7 and auc["audio_event_auc"] > 0.7
 
 
 def test_curriculum_starts_coarse_and_ends_with_every_class():
-    assert stages.curriculum_classes(0, 1000).tolist() == [0, 20]
-    assert stages.curriculum_classes(250, 1000).tolist() == [0, 5, 10, 15, 20]
-    assert stages.curriculum_classes(400, 1000).tolist() == list(range(21))
-    assert stages.curriculum_classes(999, 1000).tolist() == list(range(21))
-    sizes = [len(stages.curriculum_classes(i, 100)) for i in range(100)]
+    assert head.curriculum_classes(0, 1000).tolist() == [0, 20]
+    assert head.curriculum_classes(250, 1000).tolist() == [0, 5, 10, 15, 20]
+    assert head.curriculum_classes(400, 1000).tolist() == list(range(21))
+    assert head.curriculum_classes(999, 1000).tolist() == list(range(21))
+    sizes = [len(head.curriculum_classes(i, 100)) for i in range(100)]
     assert sizes == sorted(sizes)
 
 
 def test_init_head_codes_time_and_fades_clip_constants():
     """Visual and audio tokens of the same moment get the same time code; the fitted projection
     keeps a feature's within-clip variation and drops what is constant per clip."""
-    model = stages.init_weights(build_model("tiny"), 0)
+    model = encoder_init.init_weights(build_model("tiny"), 0)
     rng = np.random.default_rng(0)
     m, g, j = 12, 20, 30
     event_dir = rng.standard_normal(64)
     clip_const = rng.standard_normal((m, 1, 1, 64)) * 5                     # large, per clip
     vfeat = clip_const + rng.standard_normal((m, g, 8, 1)) * event_dir + 0.05 * rng.standard_normal((m, g, 8, 64))
     afeat = rng.standard_normal((m, j, 6, 48))
-    stages.init_head_(model, torch.tensor(vfeat, dtype=torch.float32), torch.tensor(afeat, dtype=torch.float32))
-    tv, ta = stages.head_token_times(14)
-    pos = model.transformer.pos_emb_cfg.pos_emb.detach()[0, :, :stages.HEAD_TIME_COLUMNS]
+    head.init_head_(model, torch.tensor(vfeat, dtype=torch.float32), torch.tensor(afeat, dtype=torch.float32))
+    tv, ta = head.head_token_times(14)
+    pos = model.transformer.pos_emb_cfg.pos_emb.detach()[0, :, :head.HEAD_TIME_COLUMNS]
     gap = np.abs(tv[:, None] - ta[None, :])                                # (112, 84) seconds apart
     dist = torch.cdist(pos[1:1 + len(tv)], pos[2 + len(tv):]).numpy()      # distance of their codes
     assert (gap < 0.02).sum() > 10
     assert dist[gap < 0.02].max() < 0.5 < 1.0 < dist[gap > 0.5].min()
     full = model.transformer.pos_emb_cfg.pos_emb.detach()
-    assert full[0, :, stages.HEAD_TIME_COLUMNS:].abs().max() == 0 and full[0, 0].abs().max() == 0
+    assert full[0, :, head.HEAD_TIME_COLUMNS:].abs().max() == 0 and full[0, 0].abs().max() == 0
     assert model.transformer.OFF_tok.abs().max() == 0
     assert model.transformer.blocks[0].attn.key.weight.std() > 0.1  # default scale, not ViT's 0.02
     with torch.no_grad():
         out = model.vproj(torch.tensor(vfeat.reshape(-1, 64), dtype=torch.float32)).reshape(m, -1, 32).double()
-    assert torch.allclose(out[..., -1], torch.full_like(out[..., -1], stages.HEAD_REFERENCE_BIAS), atol=1e-4)
+    assert torch.allclose(out[..., -1], torch.full_like(out[..., -1], head.HEAD_REFERENCE_BIAS), atol=1e-4)
     top = out[..., 0]
     within = (top - top.mean(1, keepdim=True)).std()
     between = top.mean(1).std()
@@ -221,11 +221,11 @@ def test_projection_init_wider_than_the_features():
     torch.manual_seed(0)
     lin = torch.nn.Linear(48, 64)
     feats = torch.randn(6, 20, 6, 48) + 3 * torch.randn(6, 1, 1, 48)
-    stages.projection_init_(lin, feats)
+    head.projection_init_(lin, feats)
     w = lin.weight.detach()
     assert (w[:48].norm(dim=1) > 0).all() and (w[48:].abs().max() == 0)
     out = lin(feats.reshape(-1, 48)).detach()
-    assert torch.allclose(out[:, -1], torch.full_like(out[:, -1], stages.HEAD_REFERENCE_BIAS))
+    assert torch.allclose(out[:, -1], torch.full_like(out[:, -1], head.HEAD_REFERENCE_BIAS))
     assert out[:, 48:-1].abs().max() == 0
 
 
@@ -236,8 +236,8 @@ def test_lag_maps_point_at_the_true_offset():
     n_video = 30
     n_audio = data.SEG_PER_STEP * (n_video - 1) + data.GRID_PER_CLASS * 20 + 1
     clip = data.LongClip(None, None, n_video, n_audio, np.array([0.6, 5.16, 9.8]))
-    feats = stages.GridFeatureSet(torch.zeros(1, n_video, 8, 4), torch.zeros(1, n_audio, 6, 4),
-                                  clip.visual_event_targets()[None], clip.audio_event_targets()[None])
+    feats = features.GridFeatureSet(torch.zeros(1, n_video, 8, 4), torch.zeros(1, n_audio, 6, 4),
+                                    clip.visual_event_targets()[None], clip.audio_event_targets()[None])
     v, a, c, vweight, lag = feats.sample_offsets_with_lags(np.random.default_rng(0), 256, 14, np.array([0]))
     assert v.shape == (256, 112, 4) and a.shape == (256, 84, 4) and lag.shape == (256, 112, 21)
     b, i = torch.nonzero(vweight > 0.8, as_tuple=True)
@@ -248,7 +248,7 @@ def test_lag_maps_point_at_the_true_offset():
     rows[torch.arange(len(true)), true] = 0
     assert rows.max() < 0.1
     with pytest.raises(ValueError, match="event targets"):
-        stages.GridFeatureSet(feats.vfeat, feats.afeat).sample_offsets_with_lags(
+        features.GridFeatureSet(feats.vfeat, feats.afeat).sample_offsets_with_lags(
             np.random.default_rng(0), 2, 14, np.array([0]))
 
 
@@ -260,8 +260,8 @@ def test_token_windows_draw_tokens_that_fit_each_position():
     rng = np.random.default_rng(0)
     vt = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 40, 8)).astype(np.float32)
     at = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 300, 6)).astype(np.float32)
-    feats = stages.GridFeatureSet(torch.from_numpy(vt)[..., None].repeat(1, 1, 1, 4),
-                                  torch.from_numpy(at)[..., None].repeat(1, 1, 1, 3), vt, at)
+    feats = features.GridFeatureSet(torch.from_numpy(vt)[..., None].repeat(1, 1, 1, 4),
+                                    torch.from_numpy(at)[..., None].repeat(1, 1, 1, 3), vt, at)
     windows = TokenWindows(feats, np.array([1, 2]), 14)
     v, a, c, vweight, lag = windows.sample(np.random.default_rng(1), 32, np.arange(21))
     assert v.shape == (32, 112, 4) and a.shape == (32, 84, 3) and lag.shape == (32, 112, 21)
@@ -272,7 +272,7 @@ def test_token_windows_draw_tokens_that_fit_each_position():
     # the audio token where a visual event's sound lands (true class) was drawn from an event bin
     assert a[b, audio_token, 0][inside].min() >= 0.5
     with pytest.raises(ValueError, match="event targets"):
-        TokenWindows(stages.GridFeatureSet(feats.vfeat, feats.afeat), np.array([0]), 14)
+        TokenWindows(features.GridFeatureSet(feats.vfeat, feats.afeat), np.array([0]), 14)
 
 
 def test_token_windows_jitter_offsets_within_the_class_bin():
@@ -283,7 +283,7 @@ def test_token_windows_jitter_offsets_within_the_class_bin():
     rng = np.random.default_rng(0)
     vt = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 40, 8)).astype(np.float32)
     at = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 300, 6)).astype(np.float32)
-    feats = stages.GridFeatureSet(torch.from_numpy(vt)[..., None], torch.from_numpy(at)[..., None], vt, at)
+    feats = features.GridFeatureSet(torch.from_numpy(vt)[..., None], torch.from_numpy(at)[..., None], vt, at)
     windows = TokenWindows(feats, np.array([1, 2]), 14)
     plain = windows.sample(np.random.default_rng(1), 32, np.arange(21))
     assert all(torch.equal(x, y) for x, y in zip(plain, windows.sample(np.random.default_rng(1), 32, np.arange(21), 0.0)))
@@ -297,14 +297,14 @@ def test_token_windows_jitter_offsets_within_the_class_bin():
 
 
 def test_token_windows_share_one_event_density_per_batch():
-    """All windows of a batch are drawn at one density (per-window densities stalled the head), and
-    the density differs between batches: a sparse batch holds fewer visual event tokens."""
+    """All windows of a batch are drawn at one density, and the density differs between batches: a
+    sparse batch holds fewer visual event tokens."""
     from sync_training.token_windows import TokenWindows
     vt = np.zeros((2, 40, 8), np.float32)
     vt[:, ::3] = 0.9
     at = np.zeros((2, 300, 6), np.float32)
     at[:, ::3] = 0.9
-    feats = stages.GridFeatureSet(torch.zeros(2, 40, 8, 4), torch.zeros(2, 300, 6, 3), vt, at)
+    feats = features.GridFeatureSet(torch.zeros(2, 40, 8, 4), torch.zeros(2, 300, 6, 3), vt, at)
     seen = []
     windows = TokenWindows(feats, np.array([0, 1]), 14)
     draw = windows._events
@@ -328,7 +328,7 @@ def test_real_video_windows_keep_the_bank_video_and_redraw_the_audio():
     vt = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 40, 8)).astype(np.float32)
     at = rng.choice([0.0, 0.1, 0.5, 0.9], (3, 413, 6)).astype(np.float32)
     ident = lambda t: torch.from_numpy(np.stack([t, np.arange(t.size).reshape(t.shape)], -1)).float()  # noqa: E731
-    feats = stages.GridFeatureSet(ident(vt), ident(at), vt, at)
+    feats = features.GridFeatureSet(ident(vt), ident(at), vt, at)
     clips = np.array([1, 2])
     windows = TokenWindows(feats, clips, 14)
     v, a, c, vweight, lag = windows.sample_real_video(np.random.default_rng(3), 32, np.arange(21))
@@ -348,7 +348,7 @@ def _clip_id_feats(groups, n_video=40, n_audio=413):
     vt = rng.choice([0.0, 0.5, 0.9], (m, n_video, 8)).astype(np.float32)
     at = rng.choice([0.0, 0.5, 0.9], (m, n_audio, 6)).astype(np.float32)
     clip_id = lambda shape: torch.arange(m, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(*shape, 2)  # noqa: E731
-    return stages.GridFeatureSet(clip_id(vt.shape), clip_id(at.shape), vt, at, groups)
+    return features.GridFeatureSet(clip_id(vt.shape), clip_id(at.shape), vt, at, groups)
 
 
 def test_grid_window_jitter_moves_the_audio_within_the_cache():
@@ -374,7 +374,7 @@ def test_grid_window_jitter_moves_the_audio_within_the_cache():
     u = feats.jitter(rng, w, c, 13, 2)
     _, j = data.window_indices(w, c, 13, u)
     assert np.any(u != 0) and np.array_equal(cls.numpy(), c)
-    assert torch.equal(lag, stages.lag_maps(feats.atargets[m[:, None], j].flatten(1), 13))
+    assert torch.equal(lag, features.lag_maps(feats.atargets[m[:, None], j].flatten(1), 13))
 
 
 def test_real_video_windows_can_come_from_other_clips_than_the_token_pools():
@@ -404,7 +404,7 @@ def test_no_overlap_windows_take_audio_of_another_clip_of_the_same_kind():
     assert np.any(~pos & (own == 4))
     assert len(set(heard[~pos & (own == 4)])) > 1
     with pytest.raises(ValueError, match="one per clip"):
-        stages.GridFeatureSet(feats.vfeat, feats.afeat, groups=groups[:3])
+        features.GridFeatureSet(feats.vfeat, feats.afeat, groups=groups[:3])
 
 
 def test_syncability_windows_carry_lag_maps_of_their_positives():
@@ -419,9 +419,9 @@ def test_syncability_windows_carry_lag_maps_of_their_positives():
     g, j = data.window_indices(w, c_ref, 13)
     assert np.array_equal(c.numpy(), c_ref)
     assert torch.equal(vweight, feats.vtargets[m[:, None], g].flatten(1) * target[:, None])
-    assert torch.equal(lag, stages.lag_maps(feats.atargets[m[:, None], j].flatten(1), 13))
+    assert torch.equal(lag, features.lag_maps(feats.atargets[m[:, None], j].flatten(1), 13))
     with pytest.raises(ValueError, match="event targets"):
-        stages.GridFeatureSet(feats.vfeat, feats.afeat).sample_syncability_with_lags(
+        features.GridFeatureSet(feats.vfeat, feats.afeat).sample_syncability_with_lags(
             np.random.default_rng(0), 4, 13, clips)
 
 
@@ -430,7 +430,7 @@ def test_syncability_model_keeps_each_tokens_position():
     same tokens (OFF, the first 13 segments' visual tokens, MOD, their audio tokens), not its first
     184 rows; every other weight is copied, the sync head is new."""
     from sync_training.recipe import syncability_model
-    sync_model = stages.init_weights(build_model("tiny"), 0)
+    sync_model = encoder_init.init_weights(build_model("tiny"), 0)
     table = sync_model.transformer.pos_emb_cfg.pos_emb
     torch.nn.init.normal_(table)
     model = syncability_model(sync_model, 0)
@@ -451,21 +451,21 @@ def test_stage3_loss_keeps_the_offset_losses_on_positives_only():
     where vweight > 0."""
     torch.manual_seed(0)
     from sync_training.recipe import offset_probe_from, syncability_model
-    sync_model = stages.init_weights(build_model("tiny"), 0)
+    sync_model = encoder_init.init_weights(build_model("tiny"), 0)
     model = syncability_model(sync_model, 0)
-    off, lag_probe = offset_probe_from(sync_model), stages.LagProbe(model.config)
+    off, lag_probe = offset_probe_from(sync_model), head.LagProbe(model.config)
     v, a = torch.randn(8, 104, 64), torch.randn(8, 78, 48)
     target, c = torch.tensor([1, 0, 1, 0, 1, 1, 0, 0]), torch.arange(8)
     vweight, lag = torch.rand(8, 104) * target[:, None], (torch.rand(8, 104, 21) > 0.8).float()
-    logits, offset_ce, lag_loss = stages.syncability_and_offset_loss(model, off, lag_probe, v, a, target, c,
-                                                                     vweight, lag)
+    logits, offset_ce, lag_loss = head.syncability_and_offset_loss(model, off, lag_probe, v, a, target, c,
+                                                                   vweight, lag)
     assert logits.shape == (8, 2) and torch.allclose(logits, model.head(v, a), atol=1e-6)
     tokens = model.transformer.tokens(model.vproj(v), model.aproj(a))
     pos = target == 1
     ref = torch.nn.functional.cross_entropy(off(tokens[pos, 0]), c[pos])
     assert torch.allclose(offset_ce, ref, atol=1e-6) and lag_loss > 0
-    none = stages.syncability_and_offset_loss(model, off, lag_probe, v, a, torch.zeros(8, dtype=torch.long), c,
-                                              vweight * 0, lag)
+    none = head.syncability_and_offset_loss(model, off, lag_probe, v, a, torch.zeros(8, dtype=torch.long), c,
+                                            vweight * 0, lag)
     assert none[1].item() == 0.0 and none[2].item() == 0.0
     assert torch.equal(off.weight, sync_model.transformer.off_head.weight)
 
@@ -473,15 +473,15 @@ def test_stage3_loss_keeps_the_offset_losses_on_positives_only():
 def test_lag_loss_trains_the_probe_and_the_head():
     """offset_and_lag_loss: logits equal model.head's; a few steps on a fixed batch lower the lag loss."""
     torch.manual_seed(0)
-    model = stages.init_weights(build_model("tiny"), 0)
-    probe = stages.LagProbe(model.config)
+    model = encoder_init.init_weights(build_model("tiny"), 0)
+    probe = head.LagProbe(model.config)
     v, a = torch.randn(8, 112, 64), torch.randn(8, 84, 48)
     vweight, lag = torch.rand(8, 112), (torch.rand(8, 112, 21) > 0.8).float()
-    logits, first = stages.offset_and_lag_loss(model, probe, v, a, vweight, lag)
+    logits, first = head.offset_and_lag_loss(model, probe, v, a, vweight, lag)
     assert torch.allclose(logits, model.head(v, a), atol=1e-6)
-    opt = torch.optim.Adam(stages.head_parameters(model) + list(probe.parameters()), 3e-3)
+    opt = torch.optim.Adam(head.head_parameters(model) + list(probe.parameters()), 3e-3)
     for _ in range(20):
-        loss = stages.offset_and_lag_loss(model, probe, v, a, vweight, lag)[1]
+        loss = head.offset_and_lag_loss(model, probe, v, a, vweight, lag)[1]
         opt.zero_grad(), loss.backward(), opt.step()
     assert loss.item() < 0.8 * first.item()
 
@@ -501,15 +501,15 @@ def test_schedule_warms_up_then_holds_then_decays():
 def test_head_training_resumes(tmp_path):
     """train_stage: the loss falls on a fixed batch; a second call continues from the saved step."""
     torch.manual_seed(0)
-    model = stages.init_weights(build_model("tiny"), 0)
-    feats = stages.GridFeatureSet(np.random.default_rng(0).standard_normal((3, 20, 8, 64), np.float32),
-                                  np.random.default_rng(1).standard_normal((3, 260, 6, 48), np.float32))
+    model = encoder_init.init_weights(build_model("tiny"), 0)
+    feats = features.GridFeatureSet(np.random.default_rng(0).standard_normal((3, 20, 8, 64), np.float32),
+                                    np.random.default_rng(1).standard_normal((3, 260, 6, 48), np.float32))
     v, a, target = feats.sample_offsets(np.random.default_rng(2), 16, 14, np.arange(3))
 
     def step(i):
         return torch.nn.functional.cross_entropy(model.head(v, a), target), {}
 
-    params = stages.head_parameters(model)
+    params = head.head_parameters(model)
     first = train_stage("head", tmp_path, {"model": model}, params, Schedule(12, 3e-3, warmup=2, save_every=6), step)
     assert len(first) == 12 and first[-1]["loss"] < 0.85 * first[0]["loss"]
     more = train_stage("head", tmp_path, {"model": model}, params, Schedule(15, 3e-3, warmup=2, save_every=6), step)
@@ -555,11 +555,11 @@ def test_extra_clips_are_the_clips_a_larger_bank_would_hold(tmp_path):
     from sync_sdk import synthetic
     from sync_training.recipe import bank_seed, build_bank, build_extra
     cfg = tiny_recipe(tmp_path, clips=2, extra_clips=1)
-    model = stages.freeze_encoders(stages.init_weights(build_model("tiny"), 0))
+    model = head.freeze_encoders(encoder_init.init_weights(build_model("tiny"), 0))
     extra = build_extra(cfg, model, tmp_path / "run")
     bigger = dataclasses.replace(cfg, clips=3, extra_clips=0)
     kinds = [synthetic.scene_kind(bank_seed(cfg, i)) for i in range(3)]
-    ref = stages.grid_features(model, build_bank(bigger, model, tmp_path / "bigger"), groups=kinds)
+    ref = features.grid_features(model, build_bank(bigger, model, tmp_path / "bigger"), groups=kinds)
     assert len(extra) == 1 and list(extra.groups) == kinds[2:]
     for got, want in ((extra.vfeat, ref.vfeat), (extra.afeat, ref.afeat), (extra.vtargets, ref.vtargets),
                       (extra.atargets, ref.atargets)):
@@ -567,7 +567,7 @@ def test_extra_clips_are_the_clips_a_larger_bank_would_hold(tmp_path):
     assert not torch.allclose(extra.vfeat[0], ref.vfeat[1], atol=1e-3)
     both = ref.extended(extra)
     assert len(both) == 4 and torch.equal(both.afeat[3], extra.afeat[0]) and list(both.groups) == kinds + kinds[2:]
-    other = stages.freeze_encoders(stages.init_weights(build_model("tiny"), 1))
+    other = head.freeze_encoders(encoder_init.init_weights(build_model("tiny"), 1))
     with pytest.raises(RuntimeError, match=r"other weights \(encoders.sha256\)"):
         build_extra(cfg, other, tmp_path / "run")  # features of other encoders are not reused
 

@@ -303,7 +303,7 @@ def test_bls_model_gives_the_sdk_logits(repo, export_dir):
     responses = asyncio.run(model.execute(requests))
 
     engine = SyncEngine(OnnxRuntimeBackend.from_dir(export_dir))
-    expected = clip_logits(engine, vid, aud)
+    expected = clip_logits(engine.encoder, vid, aud)
     ok = [responses[0], responses[2]]
     got = np.concatenate([fake.get_output_tensor_by_name(r, "logits").as_numpy() for r in ok])
     np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -4,7 +4,7 @@ import pytest
 
 from sync_sdk.errors import ClipTooShortError, InputError
 from sync_sdk.analysis.visual_features import visual_features
-from tests.fake_backends import Engine
+from tests.fake_backends import encoder
 
 torch = pytest.importorskip("torch")
 
@@ -23,7 +23,7 @@ def model():
 
 def _engine(model, max_batch: int):
     from sync_sdk.backends.torch_backend import TorchBackend
-    return Engine(TorchBackend(model), max_batch=max_batch)
+    return encoder(TorchBackend(model), max_batch=max_batch)
 
 
 def _reference(model, segments: np.ndarray) -> np.ndarray:
@@ -70,9 +70,17 @@ class _DeviceBackend:
     """Behaves like the GPU backends: device (CuPy) batches in -> device features out."""
 
     device_arrays = True
+    name, precision, device, model_id = "fake-device", "fp32", 0, ""
 
     def __init__(self, host, cupy) -> None:
         self.host, self.cupy, self.inputs = host, cupy, []
+        self.config = host.config
+
+    def encode_audio(self, aud):
+        return self.cupy.asarray(self.host.encode_audio(np.asarray(aud)))
+
+    def head(self, vfeat, afeat):
+        return self.host.head(np.asarray(vfeat), np.asarray(afeat))
 
     def encode_video(self, vid):
         self.inputs.append(type(vid))
@@ -87,9 +95,10 @@ def test_cupy_output_stays_on_device(model, monkeypatch, device_backend):
     frames = rng.integers(0, 256, (43, 224, 224, 3), dtype=np.uint8)
     engine = _engine(model, max_batch=3)
     expected = visual_features(engine, frames)
-    engine.backend = _DeviceBackend(engine.backend, cp)
+    backend = _DeviceBackend(engine.backend, cp)
     if not device_backend:  # a host backend (ONNX Runtime, torch CPU) is handed NumPy batches
-        engine.backend.device_arrays = False
+        backend.device_arrays = False
+    engine = encoder(backend, max_batch=3)
     feats = visual_features(engine, frames, output="cupy")
     assert isinstance(feats, cp.ndarray) and feats.dtype == np.float32 and feats.shape == expected.shape
     np.testing.assert_allclose(np.asarray(feats), expected, atol=2e-5)

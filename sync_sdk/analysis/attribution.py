@@ -24,13 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from sync_sdk.runtime.cache import SegmentCache
-from sync_sdk.media.source import as_clip, content_id, source_name
-from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
+from sync_sdk.analysis.plots_attribution import plot_attribution
 from sync_sdk.errors import ClipTooShortError, InputError
+from sync_sdk.geometry import (CROP_SIZE, FIRST_FRAME, FPS, N_SEGMENTS, SEG_FRAMES, SEG_SAMPLES, STEP_FRAMES, WINDOW_FRAMES,
+                               WINDOW_SAMPLES,
+                               crop_offsets, segment_frame, segment_sample)
+from sync_sdk.inputs.cpu import log_mel, video_input
+from sync_sdk.media.source import content_id, read_span, source_name
 from sync_sdk.results import SyncResult, softmax
-from sync_sdk.geometry import (CROP_SIZE, FIRST_FRAME, FIRST_SAMPLE, FPS, N_SEGMENTS, SEG_FRAMES,
-                       SEG_SAMPLES, STEP_FRAMES, STEP_SAMPLES, WINDOW_FRAMES, WINDOW_SAMPLES, crop_offsets)
+from sync_sdk.runtime.cache import SegmentCache
+from sync_sdk.runtime.encoder import SegmentEncoder
 
 FAMILIES = ("audio", "video", "spectral", "patch")
 MEASURES = ("prob_drop", "kl")
@@ -74,7 +77,6 @@ class Attribution:
 
     def plot(self, path: str | Path, events_sec=None, title: str | None = None) -> Path:
         """PNG: both streams' scores over time, the spectral map, the spatial map over a few frames."""
-        from sync_sdk.analysis.plots_attribution import plot_attribution
         return plot_attribution(self, path, events_sec=events_sec, title=title)
 
     def to_dict(self) -> dict:
@@ -91,29 +93,28 @@ class Attribution:
 class _Window:
     """One window's clean inputs, its corruptions, and their features through a cache."""
 
-    def __init__(self, engine, clip, cache: SegmentCache, grid: tuple[int, int], n_bands: int) -> None:
-        from sync_sdk.inputs.cpu import log_mel
+    def __init__(self, encoder: SegmentEncoder, clip, cache: SegmentCache, grid: tuple[int, int],
+                 n_bands: int) -> None:
         if len(clip.frames) < WINDOW_FRAMES or len(clip.audio) < WINDOW_SAMPLES:
             raise ClipTooShortError(f"attribution needs a 5-s window; got {len(clip.frames)} frames and "
                                     f"{len(clip.audio)} samples")
         top, left = crop_offsets(*clip.frames.shape[1:3])
         self.crops = np.ascontiguousarray(clip.frames[:WINDOW_FRAMES, top:top + CROP_SIZE, left:left + CROP_SIZE])
         audio = clip.audio[:WINDOW_SAMPLES]
-        self.mel = log_mel(np.stack([audio[FIRST_SAMPLE + STEP_SAMPLES * s:][:SEG_SAMPLES] for s in range(N_SEGMENTS)]))
+        self.mel = log_mel(np.stack([audio[segment_sample(s):][:SEG_SAMPLES] for s in range(N_SEGMENTS)]))
         self.mean_img = np.rint(self.crops.mean(axis=0)).astype(np.uint8)
         self.mean_spec = self.mel[:, 0, :, :SPEC_FRAMES].mean(axis=(0, 2))  # (128,)
-        self.engine, self.cache = engine, cache
+        self.encoder, self.cache = encoder, cache
         self.rows = np.linspace(0, CROP_SIZE, grid[0] + 1).round().astype(int)
         self.cols = np.linspace(0, CROP_SIZE, grid[1] + 1).round().astype(int)
         self.bands = np.linspace(0, self.mel.shape[2], n_bands + 1).round().astype(int)
         self.sid = ("attribution", content_id(self.crops, audio))
 
     def frames(self, s: int) -> np.ndarray:
-        return self.crops[FIRST_FRAME + STEP_FRAMES * s:][:SEG_FRAMES]
+        return self.crops[segment_frame(s):][:SEG_FRAMES]
 
     def video_input(self, s: int, tag) -> np.ndarray:
         """(16, 3, 224, 224) float32 of visual segment s under corruption `tag`."""
-        from sync_sdk.inputs.cpu import video_input
         if tag is None:
             frames = self.frames(s)
         elif tag == "seg":
@@ -137,30 +138,17 @@ class _Window:
                 mel[0, lo:hi, :SPEC_FRAMES] = self.mean_spec[lo:hi, None]
         return mel
 
-    def _fetch(self, kind: str, specs: list[tuple[int, object]]) -> np.ndarray:
-        be = self.engine.backend
-        fn, make = (be.encode_video, self.video_input) if kind == "video" else (be.encode_audio, self.audio_input)
-        batch = int(getattr(self.engine, "max_batch", N_SEGMENTS))
-
-        def encode(positions):
-            outs = []
-            for i in range(0, len(positions), batch):
-                outs.append(_numpy(fn(np.stack([make(*specs[p]) for p in positions[i:i + batch]]))))
-            return np.concatenate(outs)
-        return _numpy(self.cache.fetch(kind, [self.sid + (kind, s, tag) for s, tag in specs], encode))
+    def _fetch(self, kind: str, specs: list[tuple[int, object]]):
+        make = self.video_input if kind == "video" else self.audio_input
+        return self.encoder.fetch(self.cache, kind, [self.sid + (kind, s, tag) for s, tag in specs],
+                                  lambda positions: np.stack([make(*specs[p]) for p in positions]))
 
     def logits(self, vtags: list[list], atags: list[list]) -> np.ndarray:
         """(B, 21) offset logits for B trials, each given by per-segment video and audio tags."""
         b = len(vtags)
         v = self._fetch("video", [(s, t) for tags in vtags for s, t in enumerate(tags)])
         a = self._fetch("audio", [(s, t) for tags in atags for s, t in enumerate(tags)])
-        logits = self.engine.backend.head(v.reshape(b, N_SEGMENTS * VIDEO_TOKENS_PER_SEGMENT, v.shape[-1]),
-                                          a.reshape(b, N_SEGMENTS * AUDIO_TOKENS_PER_SEGMENT, a.shape[-1]))
-        return _numpy(logits)
-
-
-def _numpy(x) -> np.ndarray:
-    return x.get() if type(x).__module__.split(".")[0] == "cupy" else np.asarray(x)
+        return self.encoder.head(v.reshape(b, N_SEGMENTS, *v.shape[1:]), a.reshape(b, N_SEGMENTS, *a.shape[1:]))
 
 
 def effect(p0: np.ndarray, p: np.ndarray, measure: str) -> np.ndarray:
@@ -205,7 +193,7 @@ def _masks(rng: np.random.Generator, n: int, units: int, p: float) -> np.ndarray
     return m
 
 
-def attribute(engine, source, trials: int | dict = 64, *, start_sec: float = 0.0,
+def attribute(encoder: SegmentEncoder, source, trials: int | dict = 64, *, start_sec: float = 0.0,
               families=FAMILIES, corrupt_prob: float = 0.3, measure: str = "prob_drop",
               method: str = "mean_diff", grid: tuple[int, int] = (7, 7), n_bands: int = 8,
               spatial_frames: int = 3, seed: int = 0, batch_trials: int = 8,
@@ -213,7 +201,7 @@ def attribute(engine, source, trials: int | dict = 64, *, start_sec: float = 0.0
               events_sec=None) -> Attribution:
     """Attribute the offset prediction of the 5-s window at `start_sec` of `source` to its parts.
 
-    source: path | AVClip | (frames, fps, audio, sample_rate). trials: per family (int) or
+    source: path | AVClip | MediaSpan | (frames, fps, audio, sample_rate). trials: per family (int) or
     {family: n}. families: any of FAMILIES. corrupt_prob: chance each unit is corrupted in a trial.
     grid: (rows, cols) of the spatial cells; n_bands: mel bands of the spectral cells;
     spatial_frames: visual segments the patch family corrupts (the top "video" segments).
@@ -234,17 +222,14 @@ def attribute(engine, source, trials: int | dict = 64, *, start_sec: float = 0.0
     n_trials = {f: int(trials[f] if isinstance(trials, dict) else trials) for f in families}
     if any(n < 2 for n in n_trials.values()):
         raise InputError(f"need at least 2 trials per family, got {n_trials}")
-    cfg = engine.config
-    if cfg.variant != "sync" or cfg.n_segments != N_SEGMENTS:
-        raise InputError(f"attribution needs a 14-segment offset (sync) model, got {cfg.variant!r} "
-                         f"with {cfg.n_segments} segments")
+    encoder.require("sync", "attribution", N_SEGMENTS)
 
-    clip = as_clip(source, start_sec, WINDOW_FRAMES / FPS)
+    clip = read_span(source, start_sec, WINDOW_FRAMES / FPS)
     cache = cache if cache is not None else SegmentCache(1024)
     before = cache.stats()
-    win = _Window(engine, clip, cache, grid, n_bands)
+    win = _Window(encoder, clip, cache, grid, n_bands)
     clean = [None] * N_SEGMENTS
-    base = SyncResult.from_logits(win.logits([clean], [clean])[0], start_sec=clip.start_sec,
+    base = SyncResult.from_logits(win.logits([clean], [clean])[0], start_sec=clip.first_frame / FPS,
                                   source=source_name(source))
     p0 = base.probs
     rng = np.random.default_rng(seed)
@@ -284,7 +269,7 @@ def attribute(engine, source, trials: int | dict = 64, *, start_sec: float = 0.0
     frame_ids = [FIRST_FRAME + STEP_FRAMES * s + SEG_FRAMES // 2 for s in spatial_segs]
     result = Attribution(
         audio=scores.get("audio"), video=scores.get("video"), spectral=scores.get("spectral"),
-        spatial=scores.get("spatial"), segment_times=clip.start_sec + centre / FPS, base=base,
+        spatial=scores.get("spatial"), segment_times=clip.first_frame / FPS + centre / FPS, base=base,
         measure=measure, method=method, trials=n_trials, corrupt_prob=corrupt_prob,
         spatial_segments=spatial_segs, frames=win.crops[frame_ids] if frame_ids else None,
         band_edges=[int(b) for b in win.bands],
@@ -298,5 +283,5 @@ def attribute(engine, source, trials: int | dict = 64, *, start_sec: float = 0.0
 def segment_of_time(t_sec: float, window_start_sec: float) -> list[int]:
     """Segments (0..13) of the window starting at `window_start_sec` whose frames contain media time t."""
     f = math.floor((t_sec - window_start_sec) * FPS + 1e-6)  # frame showing t (times on the frame grid)
-    return [s for s in range(N_SEGMENTS) if FIRST_FRAME + STEP_FRAMES * s <= f < FIRST_FRAME + STEP_FRAMES * s + SEG_FRAMES]
+    return [s for s in range(N_SEGMENTS) if segment_frame(s) <= f < segment_frame(s) + SEG_FRAMES]
 

@@ -12,21 +12,20 @@ and are joined there. A CuPy array speaks DLPack, so `torch.from_dlpack(feats)` 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from sync_sdk.geometry import VIDEO_TOKENS_PER_SEGMENT
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.inputs.presets import FPS, get_preset, read_video_crops
-
-SEG_FRAMES, STEP_FRAMES = 16, 8
-
+from sync_sdk.geometry import FPS, SEG_FRAMES, STEP_FRAMES, VIDEO_TOKENS_PER_SEGMENT, count_segments
+from sync_sdk.inputs.gpu import import_cupy
+from sync_sdk.inputs.presets import get_preset, read_video_crops
+from sync_sdk.media.source import is_path
+from sync_sdk.runtime.arrays import to_numpy
+from sync_sdk.runtime.encoder import SegmentEncoder
 
 OUTPUTS = ("numpy", "cupy")
 
 
-def visual_features(engine, source, preset: str = "av-benchmark", duration_sec: float | None = None,
+def visual_features(encoder: SegmentEncoder, source, preset: str = "av-benchmark", duration_sec: float | None = None,
                     batch: int | None = None, output: str = "numpy"):
     """(S * 8, v_dim) float32 visual features of `source` at 25 fps: a NumPy array, or with
     output="cupy" a CuPy array on the engine's GPU (needs the `gpu` extra).
@@ -39,38 +38,32 @@ def visual_features(engine, source, preset: str = "av-benchmark", duration_sec: 
         raise InputError(f"output must be one of {OUTPUTS}, got {output!r}")
     p = get_preset(preset)
     n = None if duration_sec is None else int(FPS * duration_sec)
-    if isinstance(source, (str, Path)):
+    if is_path(source):
         crops = read_video_crops(source, p, max_frames=n)
     else:
         frames = getattr(source, "frames", source)
         if not isinstance(frames, np.ndarray):
             raise InputError(f"source must be a path, frames (T, H, W, 3) uint8 or an AVClip, got {type(source).__name__}")
         crops = p.crop_frames(frames[:n])
-    s = max(0, (len(crops) - SEG_FRAMES) // STEP_FRAMES + 1)
+    s = count_segments(len(crops), SEG_FRAMES, STEP_FRAMES)
     if s == 0:
         raise ClipTooShortError(f"visual features need at least {SEG_FRAMES} frames, got {len(crops)}")
-    batch = int(batch or getattr(engine, "max_batch", 14))
+    if batch is not None:
+        encoder = SegmentEncoder(encoder.backend, features=encoder.features, max_batch=batch)
 
     def segments(ids: range) -> np.ndarray:
         return p.normalise(np.stack([crops[STEP_FRAMES * i:STEP_FRAMES * i + SEG_FRAMES] for i in ids]))
 
     if output == "cupy":
-        feats = _encode_on_device(engine.backend, s, segments, batch)
+        feats = _encode_on_device(encoder, s, segments)
     else:
-        from sync_sdk.analysis.desync import encode_batched
-        feats = encode_batched(engine.backend.encode_video, s, segments, batch)
+        feats = to_numpy(encoder.encode("video", s, segments))
     return feats.reshape(s * VIDEO_TOKENS_PER_SEGMENT, feats.shape[-1]).astype(np.float32, copy=False)
 
 
-def _encode_on_device(backend, n: int, segments, batch: int):
-    """CuPy (n, 8, v_dim): backend.encode_video over segments 0..n-1, `batch` per call. A GPU
-    backend (`device_arrays`) gets device batches; a host backend's (ONNX Runtime, torch CPU)
-    NumPy outputs are uploaded as they come."""
-    from sync_sdk.inputs.gpu import import_cupy
+def _encode_on_device(encoder: SegmentEncoder, n: int, segments):
+    """CuPy (n, 8, v_dim) of segments 0..n-1. A GPU backend (`device_arrays`) gets device batches and
+    its CuPy outputs stay on the device; a host backend's NumPy outputs are uploaded at the end."""
     cp = import_cupy()
-    on_device = getattr(backend, "device_arrays", False)
-    outs = []
-    for i in range(0, n, batch):
-        x = segments(range(i, min(i + batch, n)))
-        outs.append(cp.asarray(backend.encode_video(cp.asarray(x) if on_device else x)))
-    return cp.concatenate(outs)
+    on_device = encoder.backend.device_arrays
+    return cp.asarray(encoder.encode("video", n, lambda ids: cp.asarray(segments(ids)) if on_device else segments(ids)))

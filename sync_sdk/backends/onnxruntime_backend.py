@@ -78,6 +78,8 @@ class OnnxRuntimeBackend:
         self.providers = sessions["head"].get_providers()
         device = {v: k for k, v in PROVIDER_ALIASES.items()}.get(self.providers[0], self.providers[0])
         self.name = f"onnxruntime-{precision}-{device}"
+        self.device = device
+        self.device_arrays = False
 
     @classmethod
     def from_dir(cls, export_dir: str | Path, providers: Sequence[str] | None = None,

@@ -89,12 +89,13 @@ class TensorRTBackend:
     device_arrays = True  # CuPy in -> CuPy out
 
     def __init__(self, engines: dict[str, _Engine], config, precision: str, device: int,
-                 runtime=None) -> None:
+                 runtime=None, model_id: str = "") -> None:
         self.engines = engines
         self._runtime = runtime  # must outlive the engines it deserialised
         self.config = config
         self.precision = precision
         self.device = device
+        self.model_id = model_id
         self.name = f"tensorrt-{precision}-cuda:{device}"
 
     @classmethod
@@ -123,7 +124,7 @@ class TensorRTBackend:
                 if engine is None:
                     raise BackendError(f"{path}: TensorRT could not deserialise the engine")
                 engines[stage] = _Engine(trt, cupy, engine, stream, device, f"{stage} engine")
-        return cls(engines, manifest.config, precision, device, runtime)
+        return cls(engines, manifest.config, precision, device, runtime, manifest.model_id)
 
     def encode_audio(self, aud):
         """aud (N, 1, 128, 66) float32 -> (N, 6, a_dim) float32."""

@@ -22,6 +22,9 @@ class TorchBackend:
         self.model = model.to(self.device).eval()
         self.config: ModelConfig = model.config
         self.name = f"torch-{self.device.type}"
+        self.precision = "fp32"
+        self.device_arrays = False
+        self.model_id = ""
 
     def _run(self, fn, *arrays: np.ndarray) -> np.ndarray:
         tensors = [torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device) for a in arrays]

@@ -50,6 +50,7 @@ class TorchCudaBackend:
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.config: ModelConfig = model.config
         self.name = f"torch-cuda-{precision}"
+        self.model_id = ""
         self.cuda_graphs = bool(cuda_graphs)
         self.stream = self._torch_stream(stream)
         self._graphs: dict[tuple, tuple] = {}

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from sync_sdk.serving.desync_jobs import desync_dir
 from sync_sdk.errors import InputError
 
 
@@ -93,9 +94,8 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
 
 
 def cmd_desync(args, engine) -> int:
-    from sync_sdk.analysis.desync import desync, desync_dir
     if args.videos.is_file() and args.audios.is_file():
-        res = desync(engine, args.videos, args.audios, duration_sec=args.duration, protocol=args.protocol,
+        res = engine.desync(args.videos, args.audios, duration_sec=args.duration, protocol=args.protocol,
                      preset=args.preset)
         print(json.dumps(res.to_dict(), indent=2))
         return 0
@@ -109,8 +109,7 @@ def cmd_desync(args, engine) -> int:
 
 
 def cmd_attribute(args, engine) -> int:
-    from sync_sdk.analysis.attribution import attribute
-    attr = attribute(engine, args.file, trials=args.trials, start_sec=args.start, families=args.families,
+    attr = engine.attribute(args.file, trials=args.trials, start_sec=args.start, families=args.families,
                      corrupt_prob=args.corrupt_prob, measure=args.measure, method=args.method,
                      seed=args.seed, png=args.png)
     text = json.dumps(attr.to_dict(), indent=2)
@@ -124,8 +123,7 @@ def cmd_attribute(args, engine) -> int:
 
 
 def cmd_search_offset(args, engine) -> int:
-    from sync_sdk.analysis.offset_search import search_offset
-    res = search_offset(engine, args.file, max_offset_sec=args.max_offset, step_sec=args.step, start_sec=args.start)
+    res = engine.search_offset(args.file, max_offset_sec=args.max_offset, step_sec=args.step, start_sec=args.start)
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
     else:
@@ -137,8 +135,7 @@ def cmd_search_offset(args, engine) -> int:
 def cmd_visual_features(args, engine) -> int:
     import numpy as np
 
-    from sync_sdk.analysis.visual_features import visual_features
-    feats = visual_features(engine, args.file, preset=args.preset, duration_sec=args.duration)
+    feats = engine.visual_features(args.file, preset=args.preset, duration_sec=args.duration)
     np.save(args.out, feats)
     print(f"{args.file}: features {feats.shape} written to {args.out}", file=sys.stderr)
     return 0

@@ -7,6 +7,19 @@ import json
 import sys
 from pathlib import Path
 
+from sync_sdk.analysis.plots import plot_timeline
+from sync_sdk.cli.analysis import register
+from sync_sdk.engine import SyncEngine
+from sync_sdk.geometry import offset_to_class, class_to_offset
+from sync_sdk.runtime.loading import bundled_models, resolve_model
+from sync_sdk.runtime.loading import bundled_models, versions
+from sync_sdk.runtime.views import parse_views
+from sync_sdk.serving.batch import read_file_list, run_batch
+from sync_sdk.serving.ray_batch import run_from_cli
+from sync_sdk.synthetic import generate_clip, write_clip
+from sync_sdk.version import __version__
+from sync_sdk.weights.checkpoint import convert_checkpoint
+from sync_sdk.weights.download import default_cache_dir
 from sync_sdk.errors import InputError, SyncSDKError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
@@ -53,7 +66,6 @@ def _add_model_args(p: argparse.ArgumentParser, default: str | None = None, view
 
 
 def _views(text: str) -> tuple[float, ...]:
-    from sync_sdk.runtime.views import parse_views
     try:
         return parse_views(text)
     except InputError as e:
@@ -61,7 +73,6 @@ def _views(text: str) -> tuple[float, ...]:
 
 
 def _engine(args):
-    from sync_sdk.engine import SyncEngine
     kwargs = {"threads": args.threads} if args.threads else {}
     if getattr(args, "shift_views", None) is not None:
         kwargs["shift_views"] = args.shift_views
@@ -124,7 +135,6 @@ def cmd_scan(args) -> int:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if args.plot:
-        from sync_sdk.analysis.plots import plot_timeline
         plot_timeline(timeline, args.plot)
     s = timeline.summary()
     print(f"{args.file}: {s['n_windows']} windows, overall offset {s['offset_sec']:+.1f} s "
@@ -138,9 +148,7 @@ def cmd_batch(args) -> int:
         if args.shift_views not in (None, (0.0,)):
             raise InputError("batch --ray scores one window per clip; combining --shift-views needs the local "
                              "batch (without --ray)")
-        from sync_sdk.serving.ray_batch import run_from_cli
         return run_from_cli(args)
-    from sync_sdk.serving.batch import read_file_list, run_batch
     files = list(args.files)
     for lst in args.list or []:
         files += read_file_list(lst)
@@ -154,8 +162,6 @@ def cmd_batch(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from sync_sdk.geometry import offset_to_class, class_to_offset
-    from sync_sdk.synthetic import generate_clip, write_clip
     if not -2.0 <= args.offset <= 2.0:
         raise InputError(f"--offset must be within [-2, 2] s (the model's range), got {args.offset}")
     clip = generate_clip(args.seed, offset_sec=args.offset, duration_sec=args.duration, kind=args.kind)
@@ -191,7 +197,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from sync_sdk.weights.checkpoint import convert_checkpoint
     ck = convert_checkpoint(args.src, args.dst, allow_unsafe=args.allow_unsafe, config=args.config)
     print(f"{args.src} -> {args.dst}: {ck.config.variant} model, {len(ck.state_dict)} tensors")
     return EXIT_OK
@@ -199,7 +204,6 @@ def cmd_convert(args) -> int:
 
 def cmd_export(args) -> int:
     from sync_sdk.export_onnx import export_model, resolve_backend
-    from sync_sdk.runtime.loading import bundled_models, resolve_model
     model, model_id = str(args.model), None
     if model in bundled_models():  # the exporter reads files, ids and "tiny": hand it the bundled file
         src = resolve_model(model)
@@ -216,7 +220,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from sync_sdk.runtime.loading import bundled_models, versions
     info = {"versions": versions(), "bundled_models": bundled_models()}
     try:
         import onnxruntime
@@ -257,7 +260,6 @@ def _gpu_info() -> list[str]:
 
 
 def _cache_info() -> dict:
-    from sync_sdk.weights.download import default_cache_dir
     d = default_cache_dir() / "checkpoints"
     files = sorted(p for p in d.glob("*") if p.is_file() and not p.name.endswith(".part")) if d.is_dir() else []
     return {"dir": str(d), "files": [p.name for p in files], "bytes": sum(p.stat().st_size for p in files)}
@@ -265,7 +267,6 @@ def _cache_info() -> dict:
 
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from sync_sdk.version import __version__
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="sync-sdk", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
     p.add_argument("--version", action="version", version=f"sync-sdk {__version__}")
@@ -358,7 +359,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(sp)
     sp.set_defaults(func=cmd_info)
 
-    from sync_sdk.cli.analysis import register  # desync, attribute, search-offset, visual-features
     register(sub, _add_model_args, _engine, EPILOG)
     return p
 

@@ -1,4 +1,5 @@
-"""Model inputs from pixels and samples on the CPU (NumPy): the RGB table and the official log-mel.
+"""Model inputs from pixels and samples on the CPU (NumPy): the RGB table, the official log-mel, and
+CpuFeatures, which makes them for grid segments (GpuFeatures in gpu.py has the same two methods).
 
 video_input: uint8 RGB frames -> centre crop 224 -> official float16 normalisation, via a 256-entry table.
 log_mel:     10240-sample segments -> torchaudio MelSpectrogram (n_fft 1024, Hann 400, hop 160, 128 HTK
@@ -11,14 +12,12 @@ import math
 import numpy as np
 
 from sync_sdk.errors import InputError
-from sync_sdk.geometry import CROP_SIZE, SAMPLE_RATE, SEG_SAMPLES, crop_offsets
+from sync_sdk.geometry import CROP_SIZE, N_MELS, SAMPLE_RATE, SEG_FRAMES, SEG_SAMPLES, SPEC_FRAMES, crop_offsets
 
 N_FFT = 1024
 WIN_LENGTH = 400
 HOP_LENGTH = 160
-N_MELS = 128
 N_FRAMES = 1 + SEG_SAMPLES // HOP_LENGTH  # 65 STFT frames per segment
-PAD_FRAMES = 66  # PadOrTruncate target
 LOG_EPS = 1e-6
 AST_MEAN = -4.2677393
 AST_STD = 4.5689974
@@ -126,6 +125,18 @@ def log_mel(waves: np.ndarray) -> np.ndarray:
     power = (spec.real * spec.real + spec.imag * spec.imag).reshape(-1, N_FFT // 2 + 1).T  # (513, N*65)
     mel = np.add.reduceat(power[_BIN] * _TAP_WEIGHT, _BAND_START, axis=0)  # (128, N*65) = MEL_FBANKS^T power
     logmel = np.log(mel + np.float32(LOG_EPS)).reshape(N_MELS, len(waves), N_FRAMES)
-    out = np.full((len(waves), 1, N_MELS, PAD_FRAMES), _PAD_VALUE, np.float32)
+    out = np.full((len(waves), 1, N_MELS, SPEC_FRAMES), _PAD_VALUE, np.float32)
     out[:, 0, :, :N_FRAMES] = (logmel.transpose(1, 0, 2) - np.float32(AST_MEAN)) / np.float32(2.0 * AST_STD)
     return out
+
+
+class CpuFeatures:
+    """Segment model inputs with NumPy; GpuFeatures (inputs/gpu.py) has the same two methods on a GPU."""
+
+    def video_segments(self, frames: np.ndarray, starts) -> np.ndarray:
+        """frames (T,H,W,3) uint8, segments frames[s:s+16] -> (n, 16, 3, 224, 224) float32."""
+        return video_input(np.stack([frames[s:s + SEG_FRAMES] for s in starts]))
+
+    def log_mel_segments(self, pcm: np.ndarray, starts) -> np.ndarray:
+        """pcm (L,) float32 16 kHz, segments pcm[s:s+10240] -> (n, 1, 128, 66) float32."""
+        return log_mel(np.stack([pcm[s:s + SEG_SAMPLES] for s in starts]))

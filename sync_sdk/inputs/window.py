@@ -9,19 +9,19 @@ accepts gives the same inputs here, and windows it rejects (e.g. starting after 
 """
 from __future__ import annotations
 
-import os
 import warnings
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from sync_sdk.errors import ClipTooShortError, SilentAudioWarning, WindowOutOfRangeError
+from sync_sdk.geometry import (CROP_SIZE, SEG_FRAMES, SEG_SAMPLES, WINDOW_FRAMES, WINDOW_SAMPLES, WINDOW_SEC,
+                               crop_offsets, offset_samples, official_window, segment_frame, segment_sample,
+                               window_segment_starts)
 from sync_sdk.inputs.cpu import log_mel, map_frames
-from sync_sdk.media import AVClip, clip_from_arrays, read_audio_samples, read_video_slots, require_streams
-from sync_sdk.geometry import (CROP_SIZE, FPS, SAMPLES_PER_FRAME, SEG_FRAMES, SEG_SAMPLES, WINDOW_FRAMES,
-                       WINDOW_SAMPLES, WINDOW_SEC, crop_offsets, offset_samples, official_window,
-                       segment_frame, segment_sample, window_segment_starts)
+from sync_sdk.media import AVClip, read_audio_samples, read_video_slots, require_streams
+from sync_sdk.media.source import as_span, is_path, source_name
+from sync_sdk.media.span import MediaSpan
 
 SILENCE_PEAK = 1e-4  # audio whose peak stays below this (-80 dBFS) is reported as silent
 
@@ -29,7 +29,7 @@ SILENCE_PEAK = 1e-4  # audio whose peak stays below this (-80 dBFS) is reported 
 def prepare_inputs(source, offset_sec: float = 0.0, start_sec: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Official model inputs for the 5-s window starting at start_sec, audio shifted by offset_sec.
 
-    source: path | AVClip | DecodedSpan | (frames (T,H,W,3) uint8, fps, audio (N,) / (C,N) / (N,C),
+    source: path | MediaSpan | AVClip | (frames (T,H,W,3) uint8, fps, audio (N,) / (C,N) / (N,C),
     sample_rate).
     offset_sec: positive = the audio crop is taken offset_sec later (audio leads), as in SPEC 1.4.
     Returns vid (14, 16, 3, 224, 224) float32 (the official float16 values) and
@@ -40,20 +40,7 @@ def prepare_inputs(source, offset_sec: float = 0.0, start_sec: float = 0.0) -> t
     return window_video(frames), window_audio(audio)
 
 
-@dataclass(frozen=True)
-class DecodedSpan:
-    """Part of a file decoded once for several windows: frames (T, H, W, 3) uint8 of 25-fps slots
-    first_frame.., audio (N,) float32 of 16-kHz samples first_sample..; duration_sec: the file's."""
-
-    path: str
-    frames: np.ndarray
-    first_frame: int
-    audio: np.ndarray
-    first_sample: int
-    duration_sec: float | None
-
-
-def decode_span(path, windows: Sequence[tuple[float, float]]) -> DecodedSpan:
+def decode_span(path, windows: Sequence[tuple[float, float]]) -> MediaSpan:
     """One decode of `path` covering the crops of the (offset_sec, start_sec) windows; windows that
     begin before the media are left out (prepare_inputs on the span raises for them as for the file)."""
     info = require_streams(path)
@@ -64,39 +51,32 @@ def decode_span(path, windows: Sequence[tuple[float, float]]) -> DecodedSpan:
         except WindowOutOfRangeError:
             continue
     if not crops:
-        return DecodedSpan(str(path), np.zeros((0, 1, 1, 3), np.uint8), 0, np.zeros(0, np.float32), 0,
-                           info.duration_sec)
+        return MediaSpan(np.zeros((0, 1, 1, 3), np.uint8), 0, np.zeros(0, np.float32), 0, str(path),
+                         info.duration_sec)
     v0, a0 = min(v for v, _ in crops), min(a for _, a in crops)
     frames = read_video_slots(path, v0, max(v for v, _ in crops) + WINDOW_FRAMES, info)
     audio = read_audio_samples(path, a0, max(a for _, a in crops) + WINDOW_SAMPLES)
-    return DecodedSpan(str(path), frames, v0, audio, a0, info.duration_sec)
+    return MediaSpan(frames, v0, audio, a0, str(path), info.duration_sec)
 
 
 def window_media(source, offset_sec: float = 0.0, start_sec: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The raw crops of prepare_inputs' window: frames (125, H, W, 3) uint8 and audio (80000,) float32;
-    the same checks and warnings."""
+    the same checks and warnings. source: path | MediaSpan | AVClip | arrays (see prepare_inputs)."""
     v0, a0 = official_window(offset_sec, start_sec)
-    if isinstance(source, (str, os.PathLike)):
+    if is_path(source):
         info = require_streams(source)
         frames = read_video_slots(source, v0, v0 + WINDOW_FRAMES, info)
         audio = read_audio_samples(source, a0, a0 + WINDOW_SAMPLES)
         length = info.duration_sec
-    elif isinstance(source, DecodedSpan):
-        v, a = v0 - source.first_frame, a0 - source.first_sample
-        if v < 0 or a < 0:
-            raise ValueError(f"the window at start_sec={start_sec}, offset_sec={offset_sec} is not in the "
-                             f"decoded span (frames from {source.first_frame}, samples from {source.first_sample})")
-        frames, audio = source.frames[v:v + WINDOW_FRAMES], source.audio[a:a + WINDOW_SAMPLES]
-        length = source.duration_sec
     else:
-        clip = source if isinstance(source, AVClip) else clip_from_arrays(*source)
-        base = int(round(clip.start_sec * FPS))
-        v, a = max(v0 - base, 0), max(a0 - base * SAMPLES_PER_FRAME, 0)
-        if v0 < base or a0 < base * SAMPLES_PER_FRAME:
+        span = as_span(source)
+        v, a = v0 - span.first_frame, a0 - span.first_sample
+        if v < 0 or a < 0:
             raise WindowOutOfRangeError(f"the window at start_sec={start_sec}, offset_sec={offset_sec} begins "
-                                        f"before the clip, which starts at {clip.start_sec} s")
-        frames, audio = clip.frames[v:v + WINDOW_FRAMES], clip.audio[a:a + WINDOW_SAMPLES]
-        length = clip.duration_sec + clip.start_sec
+                                        f"before the media held (frames from {span.first_frame}, samples from "
+                                        f"{span.first_sample})")
+        frames, audio = span.frames[v:v + WINDOW_FRAMES], span.audio[a:a + WINDOW_SAMPLES]
+        length = span.duration_sec
     if len(frames) < WINDOW_FRAMES or len(audio) < WINDOW_SAMPLES:
         _raise_out_of_range(source, length, offset_sec, start_sec, len(frames), len(audio))
     warn_if_silent(audio, f"window at {start_sec} s (offset {offset_sec} s) of {_name(source)}")
@@ -181,6 +161,4 @@ def _raise_out_of_range(source, length, offset_sec, start_sec, n_frames, n_sampl
 
 
 def _name(source) -> str:
-    if isinstance(source, DecodedSpan):
-        return source.path
-    return str(source) if isinstance(source, (str, os.PathLike)) else "the clip"
+    return source_name(source) or "the clip"

@@ -10,13 +10,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable, Hashable, Sequence
 
+from sync_sdk.runtime.arrays import array_module
+
 KINDS = ("audio", "video")
-
-
-def array_module(x):
-    """The array library of x (numpy, cupy, torch: each has .stack and .concatenate/.cat)."""
-    import sys
-    return sys.modules[type(x).__module__.split(".")[0]]
 
 
 def stack(items: list):

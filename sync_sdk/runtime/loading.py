@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from sync_sdk.backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_providers
+from sync_sdk.backends.tensorrt_backend import TensorRTBackend
 from sync_sdk.errors import BackendError, CheckpointError, DownloadError
+from sync_sdk.runtime.views import SINGLE_VIEW, read_views
+from sync_sdk.version import __version__
+from sync_sdk.weights.checkpoint import DEFAULT_CHECKPOINT, OFFICIAL_CHECKPOINTS, download_checkpoint, load_checkpoint
 from sync_sdk.weights.manifest import MANIFEST_NAME, read_manifest
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -34,7 +39,6 @@ class ModelSource:
 
     def shift_views(self) -> tuple[float, ...]:
         """The shift views its folder's inference.json asks for (views.py); (0.0,) without one."""
-        from sync_sdk.runtime.views import read_views
         if self.kind == "bundled":
             return read_views(MODELS_DIR / self.model_id.partition("/")[0])
         return read_views(self.export_dir, self.checkpoint.parent if self.checkpoint else None)
@@ -82,7 +86,6 @@ def _bundled(name: str) -> ModelSource:
 
 def resolve_model(name_or_path: str | Path | None) -> ModelSource:
     """Resolve a model name (see module doc); None = the official AudioSet sync checkpoint."""
-    from sync_sdk.weights.checkpoint import DEFAULT_CHECKPOINT, OFFICIAL_CHECKPOINTS, download_checkpoint
     name = DEFAULT_CHECKPOINT if name_or_path is None else str(name_or_path)
     if name in bundled_models():
         return _bundled(name)
@@ -107,6 +110,14 @@ def resolve_model(name_or_path: str | Path | None) -> ModelSource:
     known = bundled_models() + list(OFFICIAL_CHECKPOINTS)
     raise CheckpointError(f"model {name!r} not found: expected a bundled model or official id "
                           f"({', '.join(known)}), a checkpoint file or an export directory")
+
+
+def model_shift_views(name_or_path: str | Path | None) -> tuple[float, ...]:
+    """The shift views a model asks for (its folder's inference.json), without loading it; an official
+    checkpoint id answers with one view and is not downloaded for it."""
+    if name_or_path is None or (str(name_or_path) in OFFICIAL_CHECKPOINTS and str(name_or_path) not in bundled_models()):
+        return SINGLE_VIEW
+    return resolve_model(name_or_path).shift_views()
 
 
 def torch_available() -> bool:
@@ -146,7 +157,6 @@ def load_backend(name_or_path=None, backend: str = "auto", device: str = "auto",
 
     if backend in ("auto", "tensorrt") and src.export_dir and device != "cpu":
         if backend == "tensorrt" or read_manifest(src.export_dir).precisions("tensorrt"):
-            from sync_sdk.backends.tensorrt_backend import TensorRTBackend
             try:
                 be = TensorRTBackend.from_dir(src.export_dir, precision=_precision(precision),
                                               device=_gpu_index(device))
@@ -161,7 +171,6 @@ def load_backend(name_or_path=None, backend: str = "auto", device: str = "auto",
                            "(python export/build_engine.py --backend tensorrt) and a GPU")
 
     if backend in ("auto", "onnxruntime") and src.export_dir:
-        from sync_sdk.backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_providers
         providers = _ort_providers(device)
         ort_precision = _precision(precision)
         if ort_precision is None and resolve_providers(providers)[0] == "CPUExecutionProvider":
@@ -180,7 +189,6 @@ def load_backend(name_or_path=None, backend: str = "auto", device: str = "auto",
     if not torch_available():
         raise BackendError(f"{src.model_id} is a checkpoint; running it needs torch (pip install "
                            "'sync-sdk[torch]'), or export it once (`sync-sdk export`) and use ONNX Runtime")
-    from sync_sdk.weights.checkpoint import load_checkpoint
     from sync_sdk.model import build_model, load_weights
     ck = load_checkpoint(src.checkpoint, allow_unsafe=allow_unsafe)
     import torch
@@ -206,7 +214,6 @@ def load_backend(name_or_path=None, backend: str = "auto", device: str = "auto",
 
 def versions() -> dict:
     """Installed versions of the SDK and its runtimes (None = not installed); imports nothing heavy."""
-    from sync_sdk.version import __version__
     out = {"sync_sdk": __version__}
     for dist in ("numpy", "av", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "cupy-cuda12x",
                  "safetensors", "matplotlib"):

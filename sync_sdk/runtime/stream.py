@@ -4,7 +4,7 @@ Times: the first pushed pts (video or audio) is the stream origin t0; frame i si
 sample n at t0 + n/16000 s. Grid segment g = frames [2+8g, 18+8g) and samples [1280+5120g, ...) from
 t0 (windows.py). When segment g is complete in both streams its audio and visual features are
 encoded once (a private SegmentCache ring); every window j = g-13 on the hop then re-runs only the
-head over the cached features of segments j..j+13. With shift views (views.py) each segment's audio is
+head over the cached features of segments j..j+13. Pushed media lives in one rolling MediaSpan. With shift views (views.py) each segment's audio is
 also encoded shifted by each view (a segment waits for the audio of its latest view: 0.2 s for
 synthetic-tiny), and each window combines its views; a view whose audio would start before t0 is left
 out. Memory: the raw data of one partial segment per stream plus 2*14 segment features per view.
@@ -16,12 +16,14 @@ import warnings
 
 import numpy as np
 
-from sync_sdk.runtime.cache import SegmentCache
 from sync_sdk.errors import InputError, SyncSDKWarning
-from sync_sdk.media import SHORT_SIDE, clip_from_arrays
-from sync_sdk.results import SyncResult
 from sync_sdk.geometry import (FPS, SAMPLE_RATE, SEG_FRAMES, SEG_SAMPLES, STEP_SEC, hop_segments, segment_frame,
-                      segment_sample, window_start_sec)
+                               segment_sample, window_start_sec)
+from sync_sdk.media import SHORT_SIDE, clip_from_arrays
+from sync_sdk.media.span import MediaSpan
+from sync_sdk.results import SyncResult
+from sync_sdk.runtime.cache import SegmentCache
+from sync_sdk.runtime.encoder import SegmentEncoder
 
 _stream_ids = itertools.count()
 
@@ -37,18 +39,16 @@ class SyncStream:
     silence) and overlaps dropped, with a SyncSDKWarning.
     """
 
-    def __init__(self, engine, hop_sec: float = STEP_SEC) -> None:
-        self.engine = engine
+    def __init__(self, encoder: SegmentEncoder, hop_sec: float = STEP_SEC) -> None:
+        self.encoder = encoder
         self.hop = hop_segments(hop_sec)
-        self.n_segments = engine.config.n_segments
-        self.shifts = engine.view_shift_samples()
+        self.n_segments = encoder.config.n_segments
+        self.shifts = encoder.view_shift_samples()
         self.cache = SegmentCache(capacity=2 * self.n_segments * len(self.shifts))
         self._id = ("stream", next(_stream_ids))
         self.t0: float | None = None
-        self._frames: np.ndarray | None = None  # frames from index _frame0 on
-        self._frame0 = self._frames_end = 0
-        self._audio = np.zeros(0, np.float32)    # samples from index _sample0 on
-        self._sample0 = self._samples_end = 0
+        self._span = MediaSpan.empty()  # frames and samples from the stream origin t0 on
+        self._frame_shape: tuple[int, ...] | None = None
         self._next_seg = 0                       # first grid segment not yet encoded
         self._next_window = 0
         self.latest: SyncResult | None = None
@@ -66,18 +66,17 @@ class SyncStream:
         if min(h, w) != SHORT_SIDE or h % 2 or w % 2:  # the size rule of media.py
             frames = clip_from_arrays(frames, FPS, np.zeros(len(frames) * SAMPLE_RATE // FPS, np.float32),
                                       SAMPLE_RATE).frames
-        if self._frames is not None and frames.shape[1:] != self._frames.shape[1:]:
-            raise InputError(f"frame size changed from {self._frames.shape[1:3]} to {frames.shape[1:3]}")
-        start = self._place(pts, FPS, self._frames_end, "video")
-        if self._frames is None:
-            self._frames = frames[:0]
-        if start > self._frames_end:  # gap: repeat the last frame (or the first new one)
-            fill = self._frames[-1:] if len(self._frames) else frames[:1]
-            frames = np.concatenate([np.repeat(fill, start - self._frames_end, axis=0), frames])
-        elif start < self._frames_end:
-            frames = frames[self._frames_end - start:]
-        self._frames = np.concatenate([self._frames, frames])
-        self._frames_end += len(frames)
+        if self._frame_shape is not None and frames.shape[1:] != self._frame_shape:
+            raise InputError(f"frame size changed from {self._frame_shape[:2]} to {frames.shape[1:3]}")
+        self._frame_shape = frames.shape[1:]
+        end = self._span.end_frame
+        start = self._place(pts, FPS, end, "video")
+        if start > end:  # gap: repeat the last frame (or the first new one)
+            fill = self._span.frames[-1:] if len(self._span.frames) else frames[:1]
+            frames = np.concatenate([np.repeat(fill, start - end, axis=0), frames])
+        elif start < end:
+            frames = frames[end - start:]
+        self._span.extend(frames=frames)
         return self._advance()
 
     def push_audio(self, samples: np.ndarray, pts: float | None = None) -> list[SyncResult]:
@@ -90,13 +89,13 @@ class SyncStream:
             samples = samples.mean(axis=1)
         if samples.ndim != 1:
             raise InputError(f"push_audio expects samples (n,) or (n, channels), got shape {samples.shape}")
-        start = self._place(pts, SAMPLE_RATE, self._samples_end, "audio")
-        if start > self._samples_end:
-            samples = np.concatenate([np.zeros(start - self._samples_end, np.float32), samples])
-        elif start < self._samples_end:
-            samples = samples[self._samples_end - start:]
-        self._audio = np.concatenate([self._audio, samples])
-        self._samples_end += len(samples)
+        end = self._span.end_sample
+        start = self._place(pts, SAMPLE_RATE, end, "audio")
+        if start > end:
+            samples = np.concatenate([np.zeros(start - end, np.float32), samples])
+        elif start < end:
+            samples = samples[end - start:]
+        self._span.extend(audio=samples)
         return self._advance()
 
     def _place(self, pts: float | None, rate: int, end: int, what: str) -> int:
@@ -125,31 +124,24 @@ class SyncStream:
         while True:
             g_end = self._next_seg
             while (g_end - self._next_seg < self.n_segments
-                   and segment_frame(g_end) + SEG_FRAMES <= self._frames_end
-                   and segment_sample(g_end) + SEG_SAMPLES + max(self.shifts) <= self._samples_end):
+                   and segment_frame(g_end) + SEG_FRAMES <= self._span.end_frame
+                   and segment_sample(g_end) + SEG_SAMPLES + max(self.shifts) <= self._span.end_sample):
                 g_end += 1
             if g_end == self._next_seg:
                 break
-            self.engine.encode_segments(self.cache, self._id, self._frames, self._frame0, self._audio,
-                                        self._sample0, range(self._next_seg, g_end))
+            self.encoder.encode_segments(self.cache, self._id, self._span, range(self._next_seg, g_end))
             windows = list(range(self._next_window, g_end - self.n_segments + 1, self.hop))
             if windows:  # every segment of these windows is in the ring: only the head runs
-                logits = self.engine.window_logits(self.cache, self._id, self._frames, self._frame0,
-                                                   self._audio, self._sample0, windows, (0, self._samples_end))
+                logits = self.encoder.window_logits(self.cache, self._id, self._span, windows,
+                                                    (0, self._span.end_sample))
                 results += [SyncResult.from_logits(lg, start_sec=self.t0 + window_start_sec(j))
                             for lg, j in zip(logits, windows)]
                 self._next_window = windows[-1] + self.hop
             self._next_seg = g_end
-            self._drop_before(segment_frame(g_end), segment_sample(g_end) + min(self.shifts))
+            self._span.drop_before(segment_frame(g_end), segment_sample(g_end) + min(self.shifts))
         if results:
             self.latest = results[-1]
         return results
-
-    def _drop_before(self, frame: int, sample: int) -> None:
-        cut = max(0, frame - self._frame0)
-        self._frames, self._frame0 = self._frames[cut:], self._frame0 + cut
-        cut = max(0, sample - self._sample0)
-        self._audio, self._sample0 = self._audio[cut:], self._sample0 + cut
 
     def cache_stats(self) -> dict:
         """This stream's segment counters (audio/visual segments encoded, hits, misses, ...)."""

@@ -2,32 +2,23 @@
 
 A view with shift d (s, a multiple of 0.2) pairs the video crop with the audio crop d seconds later,
 so a clip whose audio leads by O looks offset by O + d to it: one class higher for d = +0.2, one lower
-for d = -0.2. The offset answer combines the views' 21-class probabilities as `offset_search.combine`
-does (candidates |O| <= 2 s, each view's evidence over the candidates it covers); the
-synchronizability answer is the mean of the views' log-odds.
+for d = -0.2. The offset answer combines the views' 21-class probabilities (`combine`: candidates
+|O| <= 2 s, each view's evidence over the candidates it covers); the synchronizability answer is the
+mean of the views' log-odds. Views let a head that is weak at some offsets answer from a neighbouring
+class where it is strong, and act as an ensemble otherwise.
 
-Why: a head trained without offset jitter is weak at 8 of the 21 offsets, those whose |offset|
-modulo the 0.32-s segment step is 0.16-0.24 s, and a 0.2-s shift moves each of them onto an offset
-where it is strong; for synthetic-tiny's own head, trained with jitter, the views act as an ensemble
-(benchmark Acc@1 0.844 with one view, 0.918 with three; its model card, items 16 and 17). The
-official models answer with one view, the default; a model folder asks for more in an
+The official models answer with one view, the default; a model folder asks for more in an
 `inference.json` beside its checkpoint or export: {"shift_views_sec": [-0.2, 0.0, 0.2]}.
 
-`SyncEngine.predict`, `predict_batch` and `synchronizability` use the views, and so the commands
-built on them (predict, batch, demo) and benchmarks/accuracy.py. In `predict` a view first keeps the
-video crop and moves the audio crop; where that audio is outside the media it keeps the audio crop
-and moves the video crop by -d instead; a view that fits neither way is left out. The unshifted view
-must fit (its errors are the caller's).
-
-`scan` and `stream` (engine.window_logits) encode each segment's audio once per view and leave out a
-window's views whose audio lies outside the media (at its ends: there the grid fixes the video crop);
-a stream waits for the audio of a window's latest view. Offset search adds the views to each of its
-shifts. The Ray batch and attribution score the one window, as the official models do.
+In `predict` (`view_inputs`) a view first keeps the video crop and moves the audio crop; where that
+audio is outside the media it keeps the audio crop and moves the video crop by -d instead; a view
+that fits neither way is left out. The unshifted view must fit (its errors are the caller's). Scan
+and stream (`SegmentEncoder.window_logits`) encode each segment's audio once per view and leave out
+a window's views whose audio lies outside the media; offset search adds the views to its shifts.
 """
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +27,16 @@ from typing import Sequence
 import numpy as np
 
 from sync_sdk.errors import ClipTooShortError, InputError, SilentAudioWarning, WindowOutOfRangeError
-from sync_sdk.geometry import OFFSET_STEP_SEC
-from sync_sdk.analysis.offset_search import MODEL_RANGE_SEC, combine
+from sync_sdk.geometry import MODEL_RANGE_SEC, NUM_OFFSET_CLASSES, OFFSET_STEP_SEC
+from sync_sdk.inputs.window import decode_span, window_audio, window_media, window_video
+from sync_sdk.media.source import is_path, normalise_source
 from sync_sdk.results import softmax
 
 SINGLE_VIEW = (0.0,)
 INFERENCE_FILE = "inference.json"
 MAX_SHIFT_SEC = 1.0
+ROBUST = 0.05  # weight of the uniform distribution mixed into each view's or shift's probabilities
+_HALF = (NUM_OFFSET_CLASSES - 1) // 2  # class of residual 0
 
 
 @dataclass
@@ -91,12 +85,12 @@ def view_inputs(source, start_sec: float, offset_sec: float, shifts: Sequence[fl
     """The views of the window at start_sec (s) with the audio shifted by offset_sec (s), as
     `preprocess.prepare_inputs` makes them; the unshifted view first. A file is decoded once for all
     views, and views with one video crop share one `vid` array."""
-    from sync_sdk.inputs.window import decode_span, window_audio, window_media, window_video
     order = (0.0, *(d for d in shifts if d != 0.0))
     # per view, the (start_sec, offset_sec) placements to try: the audio moved, else the video moved
     tries = [[(start_sec, offset_sec)] if d == 0.0 else
              [(start, round(offset_sec + d, 6)) for start in (start_sec, round(start_sec - d, 6))] for d in order]
-    if isinstance(source, (str, os.PathLike)):
+    source = normalise_source(source)
+    if is_path(source):
         source = decode_span(source, [(off, start) for placements in tries for start, off in placements])
     vids: dict[float, np.ndarray] = {}
     out = []
@@ -116,6 +110,34 @@ def view_inputs(source, start_sec: float, offset_sec: float, shifts: Sequence[fl
             out.append(View(d, start, vids[start], window_audio(audio)))
             break
     return out
+
+
+def combine(shifts: np.ndarray, probs: np.ndarray, max_offset_sec: float | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets (M,), posterior (M,), coverage (M,)) from per-shift (K,) shifts and (K, 21) probabilities.
+
+    Candidate O's evidence = sum over the shifts k covering it of log(21 q_k(class of O + d_k)),
+    q = (1 - ROBUST) p + ROBUST / 21; posterior = softmax of the evidence over the covered candidates
+    (|O| <= max_offset_sec when given); coverage = number of shifts covering each candidate."""
+    steps = np.rint(np.asarray(shifts, np.float64) / OFFSET_STEP_SEC).astype(int)
+    if not np.allclose(steps * OFFSET_STEP_SEC, shifts, atol=1e-6):
+        raise InputError(f"shifts must be multiples of {OFFSET_STEP_SEC} s, got {list(shifts)}")
+    n_cls = NUM_OFFSET_CLASSES
+    q = (1 - ROBUST) * np.asarray(probs, np.float64) + ROBUST / n_cls
+    evidence = np.log(n_cls * q)
+    lo, hi = int((-steps).min()) - _HALF, int((-steps).max()) + _HALF
+    total = np.zeros(hi - lo + 1)
+    count = np.zeros(hi - lo + 1, int)
+    for d, ev in zip(steps, evidence):
+        first = -d - _HALF - lo  # candidate index of this shift's class 0
+        total[first:first + n_cls] += ev
+        count[first:first + n_cls] += 1
+    offsets = (np.arange(lo, hi + 1) * OFFSET_STEP_SEC).round(6)
+    keep = count > 0
+    if max_offset_sec is not None:
+        keep &= np.abs(offsets) <= max_offset_sec + 1e-9
+    post = np.exp(total[keep] - total[keep].max())
+    return offsets[keep], post / post.sum(), count[keep]
 
 
 def combine_views(variant: str, shifts: Sequence[float], logits: np.ndarray) -> np.ndarray:

@@ -7,14 +7,17 @@ the output are skipped (failed ones are tried again); a partial last line from a
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from tqdm import tqdm
+
+from sync_sdk.engine import SyncEngine
 from sync_sdk.errors import InputError
+from sync_sdk.serving.jsonl import open_output, read_records, write_record
 
 
 @dataclass
@@ -47,33 +50,10 @@ def _key(path: str) -> str:
 
 def done_files(out_path: str | Path) -> set[str]:
     """Absolute paths with an "ok" line in an existing JSONL output (unparseable lines ignored)."""
-    done = set()
-    p = Path(out_path)
-    if not p.is_file():
-        return done
-    for line in p.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and rec.get("status") == "ok" and "file" in rec:
-            done.add(_key(rec["file"]))
-    return done
+    return {_key(rec["file"]) for rec in read_records(out_path) if rec.get("status") == "ok" and "file" in rec}
 
 
-def open_output(out_path: Path, resume: bool):
-    """Append when resuming (after closing a partial last line), else start a new file."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    if resume and out_path.is_file():
-        data = out_path.read_bytes()
-        f = open(out_path, "a", encoding="utf-8")
-        if data and not data.endswith(b"\n"):
-            f.write("\n")
-        return f
-    return open(out_path, "w", encoding="utf-8")
-
-
-def run_batch(engine, files: Iterable[str], out_path: str | Path, *, resume: bool = False,
+def run_batch(engine: SyncEngine, files: Iterable[str], out_path: str | Path, *, resume: bool = False,
               start_sec: float = 0.0, progress: bool = True) -> BatchSummary:
     """Predict each file with `engine` and append its JSON line to `out_path` as it finishes."""
     files = [str(f) for f in files]
@@ -81,7 +61,6 @@ def run_batch(engine, files: Iterable[str], out_path: str | Path, *, resume: boo
     skip = done_files(out_path) if resume else set()
     todo = [f for f in files if _key(f) not in skip]
     summary.skipped = len(files) - len(todo)
-    from tqdm import tqdm
     with open_output(Path(out_path), resume) as out, \
             tqdm(todo, desc="sync-sdk batch", unit="file", disable=not progress) as bar:
         for f in bar:
@@ -95,7 +74,6 @@ def run_batch(engine, files: Iterable[str], out_path: str | Path, *, resume: boo
                 summary.failed += 1
                 summary.failures.append({"file": f, "error": type(e).__name__, "message": str(e)})
             rec["elapsed_sec"] = round(time.perf_counter() - t, 4)
-            out.write(json.dumps(rec) + "\n")
-            out.flush()
+            write_record(out, rec)
             bar.set_postfix(ok=summary.ok, failed=summary.failed)
     return summary
