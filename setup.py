@@ -49,7 +49,7 @@ setup(
         "train": [TORCH, "matplotlib==3.11.2"],
         "ray": RAY,
         "gpu": ["cupy-cuda12x==14.2.0", "tensorrt==11.4.0.106"],
-        "dev": EXPORT + RAY + ["matplotlib==3.11.2", "pytest==9.0.3"],
+        "dev": EXPORT + RAY + ["matplotlib==3.11.2", "pytest==9.0.3", "ruff==0.17.6", "import-linter==2.17"],
     },
     entry_points={"console_scripts": ["sync-sdk=sync_sdk.cli.main:main"]},
 )

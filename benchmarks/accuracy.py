@@ -20,7 +20,7 @@ file or a folder; the synchronizability model is `synchronizability.safetensors`
 checkpoint when present, or --sync-model.
 
 --shift-views: the audio shifts (s) whose views each answer combines, as `SyncEngine.predict` does
-(sync_sdk/views.py); default: what the model folder's inference.json asks for (synthetic-tiny:
+(sync_sdk/runtime/views.py); default: what the model folder's inference.json asks for (synthetic-tiny:
 -0.2,0,0.2; the official models: 0). With several views the same run also scores the unshifted
 window alone (the table's "one view" column, "single_view" in the JSON); `--shift-views 0` scores
 only that.

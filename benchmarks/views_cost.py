@@ -1,4 +1,4 @@
-"""What the shift views cost (sync_sdk/views.py), against one window in the same run.
+"""What the shift views cost (sync_sdk/runtime/views.py), against one window in the same run.
 
     python benchmarks/views_cost.py [--model synthetic-tiny] [--clips 8] [--scan-sec 30] [--repeats 3]
 

@@ -1,4 +1,6 @@
 """sync_sdk: fast inference for Synchformer audio-visual synchronisation."""
+import importlib
+
 from sync_sdk.config import ModelConfig
 from sync_sdk.errors import (BackendError, CheckpointError, ClipTooShortError, DownloadError,
                      EngineMismatchError, InputError, MediaDecodeError, MediaNotFoundError,
@@ -12,7 +14,6 @@ _LAZY = {"SyncEngine": "engine", "SyncResult": "results", "Timeline": "results",
 def __getattr__(name: str):
     """SyncEngine, SyncResult, Timeline, SyncStream are imported on first use (no torch, no PyAV at import)."""
     if name in _LAZY:
-        import importlib
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -358,24 +358,24 @@ def train(cfg: TrainConfig) -> dict:
     times = json.loads(log_path.read_text()).get("times", {}) if log_path.exists() else {}
     histories = {}
 
-    def timed(name, fn):
+    def timed(name, fn, *args, **kwargs):
         t0 = time.time()
-        result = fn()
+        result = fn(*args, **kwargs)
         times[name] = times.get(name, 0.0) + time.time() - t0
         return result
 
     model = init_weights(build_model(cfg.model_config()), cfg.seed)
-    bank = timed("bank", lambda: build_bank(cfg, model, run))
-    histories["stage1"], stage1_metrics = timed("stage1", lambda: run_stage1(cfg, model, bank, run))
+    bank = timed("bank", build_bank, cfg, model, run)
+    histories["stage1"], stage1_metrics = timed("stage1", run_stage1, cfg, model, bank, run)
     freeze_encoders(model)
     kinds = [synthetic.scene_kind(bank_seed(cfg, i)) for i in range(len(bank))]
-    feats = timed("features", lambda: grid_features(model, bank, groups=kinds))
+    feats = timed("features", grid_features, model, bank, groups=kinds)
     del bank
     if cfg.extra_clips:
-        feats = feats.extended(timed("extra_clips", lambda: build_extra(cfg, model, run)))
-    histories["stage2"], lag_probe, draw = timed("stage2", lambda: run_stage2(cfg, model, feats, run))
+        feats = feats.extended(timed("extra_clips", build_extra, cfg, model, run))
+    histories["stage2"], lag_probe, draw = timed("stage2", run_stage2, cfg, model, feats, run)
     sab = freeze_encoders(syncability_model(model, cfg.seed))
-    histories["stage3"] = timed("stage3", lambda: run_stage3(cfg, sab, feats, run, offset_probe_from(model), lag_probe))
+    histories["stage3"] = timed("stage3", run_stage3, cfg, sab, feats, run, offset_probe_from(model), lag_probe)
     plot_losses(histories, run / "loss_curve.png")
     metrics = {**stage1_metrics, **validate(model, sab, feats, np.arange(cfg.val_clips), cfg.seed)}
     final = {k: histories[k][-1] for k in histories if histories[k]}

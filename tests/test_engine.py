@@ -300,7 +300,7 @@ def test_bundled_model_beats_chance_on_held_out_clips():
     """One held-out synthetic clip per offset class (the first 21 of benchmarks/accuracy.py's seeds,
     in memory): at chance 1 of 21 is right; earlier bundles got 9 (Acc@1 0.42), 13 (0.66), 15
     (0.69), 16 (0.73), 17 (0.785) and 19 (0.802, one view). Measured with the bundle's three shift
-    views: 20 of 21 (MODEL_CARD.md: Acc@1 0.918 over 525 clips); the bound leaves room for numeric drift."""
+    views: 20 of 21 (its MODEL_CARD.md: Acc@1 0.918 over 525 clips); the bound leaves room for numeric drift."""
     from sync_sdk.engine import SyncEngine
     from sync_sdk.geometry import class_to_offset
     from sync_sdk.synthetic import generate_clip
@@ -317,8 +317,9 @@ def test_bundled_synchronizability_tells_no_overlap_clips_apart():
     """The bundled synchronizability model on 21 held-out synchronizable clips (one per offset
     class) and 21 no-overlap clips (the first of benchmarks/accuracy.py's seeds of each, in memory):
     the ROC AUC of its probability. Chance 0.5; measured with the bundle's three shift views 0.916
-    (MODEL_CARD.md: AUC 0.916 over 700 clips), with one view 0.819; the bundle whose stage 3 began
-    with its audio tokens on the wrong positional rows (item 15) got 0.680 here with one view. The
+    (its MODEL_CARD.md: AUC 0.916 over 700 clips), with one view 0.819; the bundle whose stage 3 began
+    with its audio tokens on the wrong positional rows (docs/synthetic-tiny-experiments.md, item 15) got
+    0.680 here with one view. The
     bound leaves room for numeric drift."""
     from sync_sdk.engine import SyncEngine
     from sync_sdk.geometry import class_to_offset

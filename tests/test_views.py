@@ -1,4 +1,4 @@
-"""Shift views (sync_sdk/views.py): validation, placement of the shifted crops, the combination, the
+"""Shift views (sync_sdk/runtime/views.py): validation, placement of the shifted crops, the combination, the
 engine's use of them against the torch reference, and what they do for the bundled model."""
 import json
 
@@ -191,8 +191,8 @@ def test_bundle_asks_for_views_and_checkpoints_do_not(tmp_path):
 
 @requires_trained_bundle
 def test_views_lift_the_bundled_synchronizability_at_its_weak_offsets():
-    """The bundled synchronizability model (trained from a head without offset jitter; model card,
-    Still open 4) rarely calls clips at -1.8 / +1.8 s synchronizable with one view: 0 of these 8;
+    """The bundled synchronizability model (trained from a head without offset jitter;
+    docs/synthetic-tiny-experiments.md, Still open 4) rarely calls clips at -1.8 / +1.8 s synchronizable with one view: 0 of these 8;
     with the bundle's three views 6 of 8."""
     from sync_sdk.engine import SyncEngine
     from sync_sdk.synthetic import generate_clip

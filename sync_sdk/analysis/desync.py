@@ -2,7 +2,7 @@
 
 Per clip (duration d seconds, given or the audio file's length):
 - video: the first int(25 d) frames at 25 fps (up to 3 missing frames filled with the last one),
-  preset "av-benchmark" (shortest side 224 bicubic, centre crop 224, mean/std 0.5; see presets.py);
+  preset "av-benchmark" (shortest side 224 bicubic, centre crop 224, mean/std 0.5; see inputs/presets.py);
   visual segment i = frames [8i, 8i + 16), i < (T - 16) // 8 + 1;
 - audio: mono, resampled to 16 kHz, the first int(16000 d) samples (shorter audio is an error);
   audio segment i = samples [5120i, 5120i + 10240), each its own log-mel (features.log_mel);
@@ -70,7 +70,7 @@ def desync_score(logits: np.ndarray) -> float:
 @dataclass
 class DesyncClip:
     """DeSync of one clip: `desync` (s) = mean |offsets|; offsets/confidences per window; windows =
-    (first visual segment, first audio segment) pairs; segment counts of each stream."""
+    (first visual segment, first audio segment) pairs; segment counts of each stream; logits (W, 21)."""
 
     name: str
     desync: float
@@ -83,9 +83,11 @@ class DesyncClip:
     protocol: str
     preset: str
     error: str | None = field(default=None)
+    logits: np.ndarray | None = field(default=None, repr=False)  # (W, 21) per window; not in to_dict()
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.pop("logits")
         d["windows"] = [list(w) for w in self.windows]
         return d
 
@@ -170,7 +172,7 @@ def _result(p: _Prepared, logits: np.ndarray, protocol: str) -> DesyncClip:
     return DesyncClip(name=p.name, desync=desync_score(logits), offsets=[float(o) for o in offsets_from_logits(logits)],
                       confidences=[float(probs[i, j]) for i, j in enumerate(k)], windows=list(p.windows),
                       n_video_segments=p.n_video, n_audio_segments=p.n_audio, duration_sec=p.duration,
-                      protocol=protocol, preset=p.preset.name)
+                      protocol=protocol, preset=p.preset.name, logits=logits)
 
 
 def desync(encoder: SegmentEncoder, video, audio, duration_sec: float | None = None, protocol: str = "first_last",

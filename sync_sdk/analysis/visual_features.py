@@ -4,7 +4,7 @@ A clip of T frames at 25 fps gives S = (T - 16) // 8 + 1 segments (frames [8i, 8
 through the backend's encode_video (many segments per call) -> (8, v_dim); the clip's features are
 the S segments' tokens in order: (S * 8, v_dim) float32. Preset "av-benchmark" (default: shortest
 side 224 bicubic + centre crop, what those projects feed Synchformer) or "synchformer" (the sync
-model's 256 + crop path); see presets.py.
+model's 256 + crop path); see inputs/presets.py.
 
 output="cupy" keeps the features on the GPU: each batch of normalised segments is uploaded once and
 the GPU backends (TensorRT, torch-cuda; `device_arrays`) return CuPy arrays, which stay on the device

@@ -12,6 +12,8 @@ import textwrap
 from pathlib import Path
 
 from sync_sdk.serving.desync_jobs import desync_dir
+import numpy as np
+
 from sync_sdk.errors import InputError
 
 
@@ -133,8 +135,6 @@ def cmd_search_offset(args, engine) -> int:
 
 
 def cmd_visual_features(args, engine) -> int:
-    import numpy as np
-
     feats = engine.visual_features(args.file, preset=args.preset, duration_sec=args.duration)
     np.save(args.out, feats)
     print(f"{args.file}: features {feats.shape} written to {args.out}", file=sys.stderr)

@@ -3,6 +3,8 @@ desync, attribute, search-offset, visual-features)."""
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import json
 import sys
 from pathlib import Path
@@ -20,6 +22,8 @@ from sync_sdk.synthetic import generate_clip, write_clip
 from sync_sdk.version import __version__
 from sync_sdk.weights.checkpoint import convert_checkpoint
 from sync_sdk.weights.download import default_cache_dir
+from tqdm import tqdm
+
 from sync_sdk.errors import InputError, SyncSDKError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
@@ -121,7 +125,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from tqdm import tqdm
     engine = _engine(args)
     with tqdm(desc="scan", unit="window", file=sys.stderr, disable=args.quiet) as bar:
         def progress(done: int, total: int | None) -> None:
@@ -247,8 +250,6 @@ def cmd_info(args) -> int:
 
 def _gpu_info() -> list[str]:
     """GPU names from nvidia-smi (no CUDA library needed), [] when there is none."""
-    import shutil
-    import subprocess
     if not shutil.which("nvidia-smi"):
         return []
     try:

@@ -19,6 +19,8 @@ import onnx
 
 from sync_sdk.config import ModelConfig
 from sync_sdk.errors import BackendError
+from sync_sdk.model import build_model, load_weights
+from sync_sdk.weights.checkpoint import OFFICIAL_CHECKPOINTS, download_checkpoint, load_checkpoint
 from sync_sdk.weights.manifest import FORMAT, MANIFEST_NAME, PRECISIONS, STAGES, file_name, sha256_file
 from sync_sdk.version import __version__
 from sync_sdk.export_onnx.graphs import OPSET, export_stage, quiet_exporters, stage_io
@@ -57,13 +59,9 @@ def random_state_dict(model, seed: int = 0) -> dict[str, np.ndarray]:
 
 def load_model(checkpoint: str, seed: int = 0):
     """(model, model_id) for "tiny" (seeded random weights), an official checkpoint id, or a file."""
-    from sync_sdk.model import build_model, load_weights
-
     if checkpoint == "tiny":
         model = build_model("tiny")
         return load_weights(model, random_state_dict(model, seed)), f"tiny-random-seed{seed}"
-    from sync_sdk.weights.checkpoint import OFFICIAL_CHECKPOINTS, download_checkpoint, load_checkpoint
-
     if checkpoint in OFFICIAL_CHECKPOINTS:
         ckpt, model_id = load_checkpoint(download_checkpoint(checkpoint)), checkpoint
     else:

@@ -13,13 +13,13 @@ import logging
 from pathlib import Path
 
 from sync_sdk.errors import BackendError
+from sync_sdk.weights.manifest import gpu_compute_capability
 
 log = logging.getLogger(__name__)
 
 
 def gpu_info(device: int = 0) -> tuple[str, str]:
     """(compute capability "major.minor", GPU name), through CuPy, else torch.cuda."""
-    from sync_sdk.weights.manifest import gpu_compute_capability
     try:
         return gpu_compute_capability(device)
     except BackendError:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sync_sdk.inputs import cpu as features
 from sync_sdk.inputs import gpu_plan as plan
 from sync_sdk.geometry import CROP_SIZE, N_MELS, SEG_FRAMES, SPEC_FRAMES
 from sync_sdk.errors import BackendError, InputError
@@ -78,7 +79,6 @@ def _module(name: str, device_id: int):
 
 def reference_constants() -> dict[str, np.ndarray]:
     """The NumPy path's tables: STFT window (400,), mel filterbank (513, 128), video LUT (256,) float32."""
-    from sync_sdk.inputs import cpu as features
     return {"window": np.asarray(features.STFT_WINDOW, np.float32),
             "fbanks": np.asarray(features.MEL_FBANKS, np.float32),
             "lut": np.asarray(features.VIDEO_LUT, np.float32)}

@@ -5,7 +5,7 @@
   taps, the centre-crop offsets, the frame and sample spans to upload;
 - the device/pinned buffer plan (`plan_buffers`): every buffer of a `GpuFeatures` carved out of one slab;
 - NumPy emulations of `kernels/logmel.cu` and `kernels/frames.cu` that use the same tables and the same
-  index arithmetic as the kernels, so the kernels' logic is checked on CPU against `features.py`, and
+  index arithmetic as the kernels, so the kernels' logic is checked on CPU against `inputs/cpu.py`, and
   the GPU results are checked against these on a GPU.
 
 Units: samples at 16 kHz, frames at 25 fps, pixels; arrays are C-contiguous.

@@ -60,11 +60,6 @@ class SegmentEncoder:
         self.features = features if features is not None else default_features(backend)
         self.shift_views = check_views(shift_views)
 
-    def with_views(self, shift_views: Sequence[float]) -> "SegmentEncoder":
-        """The same backend and features with other shift views."""
-        return SegmentEncoder(self.backend, features=self.features, max_batch=self.max_batch,
-                              shift_views=shift_views)
-
     def require(self, variant: str, what: str, n_segments: int | None = None) -> None:
         """InputError unless the model is of `variant` (and sees `n_segments` segments when given)."""
         cfg = self.config

@@ -2,7 +2,7 @@
 
 Times: the first pushed pts (video or audio) is the stream origin t0; frame i sits at t0 + i/25 s,
 sample n at t0 + n/16000 s. Grid segment g = frames [2+8g, 18+8g) and samples [1280+5120g, ...) from
-t0 (windows.py). When segment g is complete in both streams its audio and visual features are
+t0 (geometry.py). When segment g is complete in both streams its audio and visual features are
 encoded once (a private SegmentCache ring); every window j = g-13 on the hop then re-runs only the
 head over the cached features of segments j..j+13. Pushed media lives in one rolling MediaSpan. With shift views (views.py) each segment's audio is
 also encoded shifted by each view (a segment waits for the audio of its latest view: 0.2 s for

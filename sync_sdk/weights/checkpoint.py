@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from sync_sdk.config import ModelConfig
 from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
@@ -303,7 +305,6 @@ def _is_safetensors(head: bytes, size: int) -> bool:
 
 
 def _read_safetensors(path: Path) -> tuple[dict, ModelConfig | None, str]:
-    from safetensors import safe_open
 
     try:
         with safe_open(path, framework="numpy") as f:
@@ -344,7 +345,6 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict, config: ModelConf
     path, cfg = Path(path), _to_config(config)
     state_dict = _as_float32(state_dict, f"state dict for {path}")
     validate_state_dict(state_dict, cfg, f"state dict for {path}")
-    from safetensors.numpy import save_file
 
     tensors = {k: np.ascontiguousarray(state_dict[k]) for k in expected_shapes(cfg)}
     meta = {"format": "sync_sdk", "sync_sdk_version": __version__, "config": json.dumps(cfg.to_dict())}
