@@ -28,7 +28,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sync_sdk.model.head as head_module  # noqa: E402
 import sync_sdk.model.layers as layers  # noqa: E402
 from sync_sdk.config import ModelConfig  # noqa: E402
 from sync_sdk.model import build_model, load_weights  # noqa: E402
@@ -101,7 +100,7 @@ class _Logits(torch.nn.Module):
 def run(features: Path, device: str, draws: int, steps: int, eval_every: int, deadline: float) -> dict:
     import torch.multiprocessing as mp
     from torch.func import functional_call, stack_module_state, vmap
-    layers.attention = head_module.attention = _math_attention
+    layers.attention = _math_attention
     feats = _load(features)
     ctx = mp.get_context("fork")
     queues, done = [ctx.Queue(maxsize=24) for _ in range(draws)], ctx.Event()

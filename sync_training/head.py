@@ -17,6 +17,7 @@ from torch import nn
 
 from sync_sdk.config import ModelConfig
 from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, NUM_OFFSET_CLASSES, VIDEO_TOKENS_PER_SEGMENT
+from sync_sdk.model.layers import Attention
 
 HEAD_TIME_COLUMNS = 16  # columns of the head's positional table that init_head_ sets to a time code
 HEAD_REFERENCE_BIAS = 3.0  # a constant output of each input projection (see projection_init_)
@@ -118,8 +119,14 @@ def init_head_(model: nn.Module, vfeat: torch.Tensor, afeat: torch.Tensor) -> No
     positional table zero); the first HEAD_TIME_COLUMNS columns of the positional table get the time
     code of each token's moment - the same code for the visual and audio tokens of one moment - and
     vproj / aproj are fitted to training grid features vfeat (M, G, 8, Dv), afeat (M, J, 6, Da)."""
+    qkv = [m.qkv for m in model.transformer.modules() if isinstance(m, Attention)]
     for module in model.transformer.modules():  # PyTorch's default scales, larger than ViT's 0.02,
-        if isinstance(module, (nn.Linear, nn.LayerNorm)):  # so the attention does not start uniform
+        if any(module is q for q in qkv):  # so the attention does not start uniform; the packed q | k | v
+            d = module.in_features  # is drawn as three Linears in the official order: key, query, value
+            for k in (1, 0, 2):
+                layer = nn.Linear(d, d)
+                module.weight[k * d:(k + 1) * d], module.bias[k * d:(k + 1) * d] = layer.weight, layer.bias
+        elif isinstance(module, (nn.Linear, nn.LayerNorm)):
             module.reset_parameters()
     for p in (model.transformer.OFF_tok, model.transformer.MOD_tok, model.transformer.pos_emb_cfg.pos_emb):
         p.zero_()

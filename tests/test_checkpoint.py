@@ -409,3 +409,27 @@ def test_npz_state_dict_loads(tmp_path):
     ck = load_checkpoint(_npz(tmp_path / "sd.npz", sd), config=TINY)
     assert ck.file_format == "npz"
     _assert_same(ck.state_dict, sd)
+
+
+def test_module_names_round_trip_to_official_names_and_order():
+    """to_module_names joins q, k, v into qkv rows (q | k | v); to_official_names gives back the
+    official names, order and arrays. An incomplete q/k/v set keeps its official names."""
+    from sync_sdk.weights.state_dict_rules import to_module_names, to_official_names
+    sd = _random_sd()
+    ours = to_module_names(sd, np.concatenate)
+    assert not [k for k in ours if "attention.attention" in k or ".ast." in k or "self_attn" in k]
+    qkv = ours["transformer.blocks.1.attn.qkv.weight"]
+    h = TINY.h_dim
+    np.testing.assert_array_equal(qkv[:h], sd["transformer.blocks.1.attn.query.weight"])
+    np.testing.assert_array_equal(qkv[h:2 * h], sd["transformer.blocks.1.attn.key.weight"])
+    np.testing.assert_array_equal(ours["afeat_extractor.blocks.0.attn.qkv.bias"][TINY.a_dim:2 * TINY.a_dim],
+                                  sd["afeat_extractor.ast.encoder.layer.0.attention.attention.key.bias"])
+    assert ours["vfeat_extractor.spatial_attn_agg.attn.qkv.weight"] is \
+        sd["vfeat_extractor.spatial_attn_agg.self_attn.in_proj_weight"]
+    back = to_official_names(ours)
+    assert list(back) == list(sd) == list(expected_shapes(TINY))
+    assert all(np.array_equal(back[k], sd[k]) for k in sd)
+    partial = dict(sd)
+    del partial["transformer.blocks.1.attn.key.bias"]
+    ours = to_module_names(partial, np.concatenate)
+    assert "transformer.blocks.1.attn.qkv.bias" not in ours and "transformer.blocks.1.attn.query.bias" in ours

@@ -123,3 +123,26 @@ def test_build_model_by_name_and_config():
     assert sync.transformer.sync_head.out_features == 2 and not hasattr(sync.transformer, "off_head")
     with pytest.raises(ValueError, match="unknown model config"):
         build_model("large")
+
+
+def test_state_dict_has_official_names_and_loads_back():
+    """state_dict(): the official names, order and shapes (q, k, v are rows of the module's qkv);
+    load_state_dict takes them back into another model."""
+    from sync_sdk.weights.checkpoint import expected_shapes
+    config = ModelConfig.named("tiny")
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    sd = model.state_dict()
+    assert [(k, tuple(v.shape)) for k, v in sd.items()] == list(expected_shapes(config).items())
+    h, a = config.h_dim, config.a_dim
+    assert torch.equal(sd["transformer.blocks.0.attn.key.weight"], model.transformer.blocks[0].attn.qkv.weight[h:2 * h])
+    assert torch.equal(sd["afeat_extractor.ast.encoder.layer.1.attention.attention.value.bias"],
+                       model.afeat_extractor.blocks[1].attn.qkv.bias[2 * a:])
+    other = build_model(config)
+    other.load_state_dict(sd)
+    assert all(torch.equal(x, y) for x, y in zip(model.parameters(), other.parameters()))
+    # keep_vars=True (torch.jit.trace, the TorchScript ONNX exporter): the Parameters, by module name
+    assert list(model.state_dict(keep_vars=True)) == [n for n, _ in model.named_parameters()]

@@ -205,7 +205,7 @@ def test_init_head_codes_time_and_fades_clip_constants():
     full = model.transformer.pos_emb_cfg.pos_emb.detach()
     assert full[0, :, head.HEAD_TIME_COLUMNS:].abs().max() == 0 and full[0, 0].abs().max() == 0
     assert model.transformer.OFF_tok.abs().max() == 0
-    assert model.transformer.blocks[0].attn.key.weight.std() > 0.1  # default scale, not ViT's 0.02
+    assert model.transformer.blocks[0].attn.qkv.weight.std() > 0.1  # default scale, not ViT's 0.02
     with torch.no_grad():
         out = model.vproj(torch.tensor(vfeat.reshape(-1, 64), dtype=torch.float32)).reshape(m, -1, 32).double()
     assert torch.allclose(out[..., -1], torch.full_like(out[..., -1], head.HEAD_REFERENCE_BIAS), atol=1e-4)
@@ -440,7 +440,7 @@ def test_syncability_model_keeps_each_tokens_position():
     assert torch.equal(rows[1:105], table[0, 1:105])                  # visual tokens of segments 0-12
     assert torch.equal(rows[105], table[0, 113])                      # MOD
     assert torch.equal(rows[106:], table[0, 114:114 + 78])            # audio tokens of segments 0-12
-    query = lambda m: m.transformer.blocks[0].attn.query.weight  # noqa: E731
+    query = lambda m: m.transformer.blocks[0].attn.qkv.weight  # noqa: E731
     assert torch.equal(query(model), query(sync_model))
     assert model.transformer.sync_head.weight.shape == (2, model.config.h_dim)
 

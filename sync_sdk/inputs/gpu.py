@@ -227,10 +227,7 @@ class GpuFeatures:
         """
         if len(pcm.shape) != 1:
             raise InputError(f"pcm must be one channel (L,), got shape {tuple(pcm.shape)}")
-        try:
-            starts = plan.segment_starts(starts, SEG_SAMPLES, pcm.shape[0])
-        except ValueError as e:
-            raise InputError(f"audio segments: {e}") from e
+        starts = _checked_starts(starts, SEG_SAMPLES, pcm.shape[0], "audio segments")
         n = starts.size
         self._reserve(n, self._capacity[1])
         cp = self._cp
@@ -288,10 +285,7 @@ class GpuFeatures:
         """
         if len(frames.shape) != 4:
             raise InputError(f"video_segments expects frames (T, H, W, 3), got shape {tuple(frames.shape)}")
-        try:
-            starts = plan.segment_starts(starts, SEG_FRAMES, frames.shape[0])
-        except ValueError as e:
-            raise InputError(f"video segments: {e}") from e
+        starts = _checked_starts(starts, SEG_FRAMES, frames.shape[0], "video segments")
         out = self._video(frames, plan.segment_frame_index(starts), resize)
         return out.reshape(starts.size, SEG_FRAMES, 3, CROP_SIZE, CROP_SIZE)
 
@@ -344,3 +338,11 @@ class GpuFeatures:
             geom = plan.FrameGeometry(CROP_SIZE, CROP_SIZE, 0, 0)
         self._reserve(-(-frame_index.size // SEG_FRAMES), sel.size)
         return self._upload("frames", sel), index, geom
+
+
+def _checked_starts(starts, size: int, length: int, what: str) -> np.ndarray:
+    """`plan.segment_starts` (segments of `size` items inside `length`), its ValueError as InputError."""
+    try:
+        return plan.segment_starts(starts, size, length)
+    except ValueError as e:
+        raise InputError(f"{what}: {e}") from e

@@ -37,8 +37,5 @@ def load_weights(model: Synchformer, state_dict: Mapping[str, np.ndarray]) -> Sy
     """
     state_dict = trim_pos_emb(state_dict, model.config.pos_emb_rows)
     check_keys(state_dict, {k: tuple(v.shape) for k, v in model.state_dict().items()})
-    params = model.state_dict()  # shares storage with the parameters
-    with torch.no_grad():
-        for name, value in state_dict.items():
-            params[name].copy_(torch.tensor(np.asarray(value, dtype=np.float32)))
+    model.load_state_dict({k: torch.tensor(np.asarray(v, dtype=np.float32)) for k, v in state_dict.items()})
     return model

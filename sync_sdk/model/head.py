@@ -1,6 +1,6 @@
 """GlobalTransformer: the sync head over [OFF, visual tokens, MOD, audio tokens].
 
-minGPT blocks (LayerNorm eps 1e-5, separate key/query/value, erf GELU MLP of width 4*dim),
+minGPT blocks (pre-norm `Block`, LayerNorm eps 1e-5, erf GELU MLP of width 4*dim),
 a learned positional table of 2 + 14*S rows, `ln_f`, and a linear head on token 0:
 `off_head` (21 offset classes) or, for the synchronizability variant, `sync_head` (2 classes).
 """
@@ -9,39 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sync_sdk.model.layers import attention, merge_heads, split_heads
+from sync_sdk.model.layers import Block
 
-
-class SelfAttention(nn.Module):
-    """(B, L, D) -> (B, L, D): `proj(softmax(q k^T / sqrt(d)) v)` over all tokens, no mask."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.key = nn.Linear(dim, dim)
-        self.query = nn.Linear(dim, dim)
-        self.value = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.heads
-        q, k, v = (split_heads(m(x), h) for m in (self.query, self.key, self.value))
-        return self.proj(merge_heads(attention(q, k, v)))
-
-
-class Block(nn.Module):
-    """`x + attn(ln1 x)`, then `+ mlp(ln2 .)`; (B, L, D) -> (B, L, D)."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.ln1 = nn.LayerNorm(dim)
-        self.ln2 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, heads)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+EPS = 1e-5
 
 
 class PositionalTable(nn.Module):
@@ -66,7 +36,7 @@ class GlobalTransformer(nn.Module):
         self.vis_in_lnorm = nn.LayerNorm(dim)
         self.aud_in_lnorm = nn.LayerNorm(dim)
         self.pos_emb_cfg = PositionalTable(rows, dim)
-        self.blocks = nn.Sequential(*(Block(dim, heads) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(Block(dim, heads, 4 * dim, EPS) for _ in range(depth)))
         self.ln_f = nn.LayerNorm(dim)
         setattr(self, head_name, nn.Linear(dim, num_classes))
 

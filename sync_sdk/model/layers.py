@@ -1,8 +1,9 @@
-"""Shared building blocks: attention, MLP, and the CLS aggregation layer.
+"""Shared building blocks: attention, MLP, pre-norm transformer block, CLS aggregation layer.
 
 Written for export (ONNX / TensorRT): no einsum, no einops, no in-place ops on activations,
 reshapes use static sizes (batch as -1). Attention is `softmax(q k^T / sqrt(d)) v` through
 `F.scaled_dot_product_attention` (no mask, no dropout). GELU is the erf form everywhere.
+Module names are ours; `sync_sdk.weights.state_dict_rules` maps them to the official names.
 """
 from __future__ import annotations
 
@@ -40,43 +41,57 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
-class PackedSelfAttention(nn.Module):
-    """The parameters of `nn.MultiheadAttention` (packed q|k|v `in_proj`, `out_proj`), CLS query only."""
+class Attention(nn.Module):
+    """Multi-head self-attention: `qkv` (dim -> 3*dim, rows q | k | v), output projection `proj`."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
         self.dim = dim
-        self.in_proj_weight = nn.Parameter(torch.zeros(3 * dim, dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (G, L, D) -> (G, 1, D): token 0 attends over all L tokens."""
-        d = self.dim
-        q = F.linear(x[:, :1], self.in_proj_weight[:d], self.in_proj_bias[:d])
-        k = F.linear(x, self.in_proj_weight[d:2 * d], self.in_proj_bias[d:2 * d])
-        v = F.linear(x, self.in_proj_weight[2 * d:], self.in_proj_bias[2 * d:])
+        """x (B, L, D) -> (B, L, D): every token attends over all L tokens."""
+        q, k, v = (split_heads(t, self.heads) for t in self.qkv(x).chunk(3, -1))
+        return self.proj(merge_heads(attention(q, k, v)))
+
+    def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, D) -> (B, 1, D): token 0 alone attends over all L tokens (no other query is computed)."""
+        d, w, b = self.dim, self.qkv.weight, self.qkv.bias
+        q = F.linear(x[:, :1], w[:d], b[:d])
+        k, v = F.linear(x, w[d:], b[d:]).chunk(2, -1)
         h = self.heads
-        out = attention(split_heads(q, h), split_heads(k, h), split_heads(v, h))
-        return self.out_proj(merge_heads(out))
+        return self.proj(merge_heads(attention(split_heads(q, h), split_heads(k, h), split_heads(v, h))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: `x + attn(norm1 x)`, then `+ mlp(norm2 .)`; (B, L, D) -> (B, L, D)."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, eps: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
 
 
 class AggregationLayer(nn.Module):
     """CLS + one norm_first `nn.TransformerEncoderLayer` (GELU, eps 1e-6), returning the CLS output.
 
-    Same state-dict names as the official layer (`cls_token`, `self_attn.in_proj_*`,
-    `self_attn.out_proj.*`, `linear1`, `linear2`, `norm1`, `norm2`). Only token 0 is kept
-    after the layer, so only its query, residual and MLP are computed (keys/values use all
-    tokens): identical output at a fraction of the cost.
+    Only token 0 is kept after the layer, so only its query, residual and MLP are computed
+    (keys/values use all tokens): identical output at a fraction of the cost.
     """
 
     def __init__(self, dim: int, heads: int, hidden: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.self_attn = PackedSelfAttention(dim, heads)
-        self.linear1 = nn.Linear(dim, hidden)
-        self.linear2 = nn.Linear(hidden, dim)
+        self.attn = Attention(dim, heads)
+        self.mlp = Mlp(dim, hidden)
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
 
@@ -84,6 +99,6 @@ class AggregationLayer(nn.Module):
         """tokens (G, L, D) -> (G, D): the aggregated CLS of each group."""
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
         x = torch.cat((cls, tokens), dim=1)
-        h = cls + self.self_attn(self.norm1(x))
-        h = h + self.linear2(F.gelu(self.linear1(self.norm2(h))))
+        h = cls + self.attn.forward_cls(self.norm1(x))
+        h = h + self.mlp(self.norm2(h))
         return h[:, 0]

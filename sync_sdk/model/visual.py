@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from sync_sdk.geometry import CROP_SIZE, SEG_FRAMES, VIDEO_TOKENS_PER_SEGMENT
-from sync_sdk.model.layers import AggregationLayer, Mlp, attention
+from sync_sdk.model.layers import AggregationLayer, Attention, Mlp, attention
 
 PATCH = 16
 TUBELET = SEG_FRAMES // VIDEO_TOKENS_PER_SEGMENT  # 2 frames per temporal token
@@ -27,8 +27,8 @@ _GROUPING = {
 }
 
 
-class DividedAttention(nn.Module):
-    """Motionformer attention over (N, 1 + T*P, D) tokens, time- or space-grouped.
+class DividedAttention(Attention):
+    """Motionformer attention over (N, 1 + T*P, D) tokens, time- or space-grouped (`Attention`'s weights).
 
     The CLS query attends over all 1 + T*P tokens. Patch queries attend within their group
     (time: the T tokens at one position; space: the P tokens of one frame) plus the CLS key.
@@ -36,13 +36,9 @@ class DividedAttention(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, mode: str) -> None:
-        super().__init__()
-        self.heads = heads
-        self.dim = dim
+        super().__init__(dim, heads)
         self.group_len, self.groups, self.cls_axis, self.cls_size, self.kv_perm, self.q_perm = _GROUPING[mode]
         self.q_perm_inv = tuple(self.q_perm.index(i) for i in range(5))
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, 1 + T*P, D) -> (N, 1 + T*P, D)."""
