@@ -41,13 +41,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sync_sdk import synthetic  # noqa: E402
-from sync_sdk.weights.checkpoint import load_checkpoint  # noqa: E402
 from sync_sdk.geometry import NUM_OFFSET_CLASSES, class_to_offset, offset_to_class  # noqa: E402
-from sync_sdk.runtime.loading import BUNDLED_DEFAULT, resolve_model  # noqa: E402
 from sync_sdk.model import build_model, load_weights  # noqa: E402
 from sync_sdk.results import softmax  # noqa: E402
-from sync_training.metrics import offset_accuracy, roc_auc, sync_accuracy  # noqa: E402
+from sync_sdk.runtime.loading import BUNDLED_DEFAULT, resolve_model  # noqa: E402
 from sync_sdk.runtime.views import View, combine_views, parse_views, view_inputs  # noqa: E402
+from sync_sdk.weights.checkpoint import load_checkpoint  # noqa: E402
+from sync_training.metrics import offset_accuracy, roc_auc, sync_accuracy  # noqa: E402
 
 EVAL_SEED = 900_000_000  # training clips use seeds 10**7 * (seed + 1) + {1,2} * 10**6 + i, far below
 CLIP_SEC = 5.2

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import ray
+
     from sync_sdk.version import __version__
     cpus = os.cpu_count() or 1
     singles, rays = [], {w: [] for w in args.workers}

@@ -93,6 +93,7 @@ def official_inputs(frames: np.ndarray, pcm: np.ndarray, mel):
     """The official test transform on the CPU with torch, then .to('cuda'): (1,14,16,3,224,224) fp16,
     (1,14,1,128,66) fp32. `mel`: torchaudio MelSpectrogram, or None to use sync_sdk.inputs.cpu.log_mel."""
     import torch
+
     from sync_sdk.inputs.gpu_plan import centre_crop_offsets
     v = torch.from_numpy(frames).permute(0, 3, 1, 2)                    # (T, 3, H, W) as read_video TCHW
     top, left = centre_crop_offsets(v.shape[2], v.shape[3])
@@ -115,6 +116,7 @@ def official_inputs(frames: np.ndarray, pcm: np.ndarray, mel):
 def random_model(name: str, seed: int = 0):
     """build_model(name) on the GPU, FP32, eval, with random weights (`randomise`)."""
     import torch
+
     from sync_sdk.model import build_model
     torch.manual_seed(seed)
     return randomise(build_model(name, device="cuda"))
@@ -165,9 +167,10 @@ def device_ms(stream, fn, runs: int = 20) -> float:
 def benchmark(runs: int) -> dict:
     import cupy as cp
     import torch
+
     from sync_sdk.backends.torch_cuda_backend import TorchCudaBackend
-    from sync_sdk.runtime.cache import SegmentCache
     from sync_sdk.inputs.gpu import GpuFeatures
+    from sync_sdk.runtime.cache import SegmentCache
 
     torch.backends.cuda.matmul.allow_tf32 = False  # FP32 reference without TF32
     torch.backends.cudnn.allow_tf32 = False

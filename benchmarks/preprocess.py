@@ -33,11 +33,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sync_sdk.geometry import (  # noqa: E402
+    SEG_FRAMES,
+    SEG_SAMPLES,
+    WINDOW_FRAMES,
+    WINDOW_SAMPLES,
+    crop_offsets,
+    official_window,
+    window_segment_starts,
+)
 from sync_sdk.inputs.cpu import log_mel, video_input  # noqa: E402
-from sync_sdk.media import iter_clips  # noqa: E402
 from sync_sdk.inputs.window import prepare_inputs  # noqa: E402
-from sync_sdk.geometry import (SEG_FRAMES, SEG_SAMPLES, WINDOW_FRAMES, WINDOW_SAMPLES, crop_offsets,  # noqa: E402
-                               official_window, window_segment_starts)
+from sync_sdk.media import iter_clips  # noqa: E402
 
 SECONDS, WIDTH, HEIGHT, FPS, SAMPLE_RATE = 60, 1280, 720, 30, 44100
 ONE_WINDOW_START = 30.0

@@ -2,10 +2,22 @@
 import importlib
 
 from sync_sdk.config import ModelConfig
-from sync_sdk.errors import (BackendError, CheckpointError, ClipTooShortError, DownloadError,
-                     EngineMismatchError, InputError, MediaDecodeError, MediaNotFoundError,
-                     NoAudioStreamError, NoVideoStreamError, SyncSDKError, SyncSDKWarning,
-                     UnsafeCheckpointError, WindowOutOfRangeError)
+from sync_sdk.errors import (
+    BackendError,
+    CheckpointError,
+    ClipTooShortError,
+    DownloadError,
+    EngineMismatchError,
+    InputError,
+    MediaDecodeError,
+    MediaNotFoundError,
+    NoAudioStreamError,
+    NoVideoStreamError,
+    SyncSDKError,
+    SyncSDKWarning,
+    UnsafeCheckpointError,
+    WindowOutOfRangeError,
+)
 from sync_sdk.version import __version__
 
 _LAZY = {"SyncEngine": "engine", "SyncResult": "results", "Timeline": "results", "SyncStream": "runtime.stream"}

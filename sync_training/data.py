@@ -22,8 +22,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from sync_sdk import synthetic
-from sync_sdk.geometry import (CROP_SIZE, FIRST_FRAME, FIRST_SAMPLE, FPS, NUM_OFFSET_CLASSES, OFFSET_GRID_SEC,
-                               SAMPLES_PER_FRAME, SEG_FRAMES, SEG_SAMPLES, STEP_FRAMES, STEP_SAMPLES)
+from sync_sdk.geometry import (
+    CROP_SIZE,
+    FIRST_FRAME,
+    FIRST_SAMPLE,
+    FPS,
+    NUM_OFFSET_CLASSES,
+    OFFSET_GRID_SEC,
+    SAMPLES_PER_FRAME,
+    SEG_FRAMES,
+    SEG_SAMPLES,
+    STEP_FRAMES,
+    STEP_SAMPLES,
+)
 from sync_sdk.inputs.cpu import log_mel, video_input
 
 AUDIO_GRID = SAMPLES_PER_FRAME                    # 640: divides both the 5120 step and 3200 per 0.2 s

@@ -25,23 +25,37 @@ import torch
 from tqdm import tqdm
 
 from sync_sdk import synthetic
-from sync_sdk.weights.checkpoint import save_checkpoint
 from sync_sdk.config import ModelConfig
-from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
 from sync_sdk.errors import TrainingError
-from sync_sdk.geometry import NUM_OFFSET_CLASSES
+from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, NUM_OFFSET_CLASSES, VIDEO_TOKENS_PER_SEGMENT
 from sync_sdk.model import build_model, load_weights
+from sync_sdk.weights.checkpoint import save_checkpoint
 from sync_sdk.weights.state_dict_rules import POS_EMB_KEY
 from sync_training.data import AUDIO_GRID, long_clip
 from sync_training.encoder_init import init_weights
 from sync_training.features import GridFeatureSet, clip_features, grid_features
-from sync_training.head import (LagProbe, curriculum_classes, freeze_encoders, head_parameters, init_head_,
-                                offset_and_lag_loss, syncability_and_offset_loss)
+from sync_training.head import (
+    LagProbe,
+    curriculum_classes,
+    freeze_encoders,
+    head_parameters,
+    init_head_,
+    offset_and_lag_loss,
+    syncability_and_offset_loss,
+)
 from sync_training.loop import Schedule, plot_losses, train_stage
 from sync_training.losses import classification, info_nce
 from sync_training.metrics import offset_accuracy, roc_auc, sync_accuracy
-from sync_training.stage1 import (ClipBank, EventProbes, SegmentProjector, event_auc, event_loss, stage1_embed,
-                                  stage1_parameters, visual_tokens)
+from sync_training.stage1 import (
+    ClipBank,
+    EventProbes,
+    SegmentProjector,
+    event_auc,
+    event_loss,
+    stage1_embed,
+    stage1_parameters,
+    visual_tokens,
+)
 from sync_training.token_windows import TokenWindows
 
 SEED_STRIDE = 10_000_000  # training clip seeds: SEED_STRIDE * (seed + 1) + BANK_SEEDS + index

@@ -6,8 +6,8 @@ import pytest
 
 from sync_sdk.analysis.attribution import attribute, effect, segment_of_time, unit_scores
 from sync_sdk.errors import InputError
-from tests.fake_backends import CellsBackend, EventBackend, encoder, flash_click_clip
 from tests.bundled import requires_trained_bundle
+from tests.fake_backends import CellsBackend, EventBackend, encoder, flash_click_clip
 
 
 def _textured_clip(seconds: float = 5.2, seed: int = 0):

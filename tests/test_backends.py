@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from conftest import SHARED, reference_dir
+
 from sync_sdk.config import ModelConfig
 from sync_sdk.errors import BackendError, EngineMismatchError, InputError
 from sync_sdk.weights.manifest import MANIFEST_NAME, check_engine, read_manifest

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
+from sync_sdk.geometry import hop_segments, n_windows, window_start_sec
 from sync_sdk.runtime.cache import SegmentCache
-from sync_sdk.geometry import n_windows, hop_segments, window_start_sec
 
 
 class Encoder:

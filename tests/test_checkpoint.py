@@ -13,11 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sync_sdk.weights.checkpoint import (POS_EMB_KEY, convert_checkpoint, expected_shapes, infer_config,
-                                 load_checkpoint, save_checkpoint)
 from sync_sdk.config import ModelConfig
-from sync_sdk.errors import (CheckpointError, CheckpointNotFoundError, SyncSDKWarning,
-                             UnsafeCheckpointError)
+from sync_sdk.errors import CheckpointError, CheckpointNotFoundError, SyncSDKWarning, UnsafeCheckpointError
+from sync_sdk.weights.checkpoint import (
+    POS_EMB_KEY,
+    convert_checkpoint,
+    expected_shapes,
+    infer_config,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ModelConfig.named("tiny")

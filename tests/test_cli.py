@@ -16,9 +16,10 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A tiny checkpoint and two short mp4 files (8.2 s and 5.4 s)."""
-    from sync_sdk.weights.checkpoint import save_checkpoint
-    from sync_sdk.synthetic import generate_clip, write_clip
     from tiny_engine import tiny_state_dict
+
+    from sync_sdk.synthetic import generate_clip, write_clip
+    from sync_sdk.weights.checkpoint import save_checkpoint
     d = tmp_path_factory.mktemp("cli")
     sd, config = tiny_state_dict()
     save_checkpoint(d / "tiny.safetensors", sd, config)
@@ -72,8 +73,9 @@ def test_predict_json(capsys, work):
 
 
 def test_predict_with_a_synchronizability_model(capsys, work, tmp_path):
-    from sync_sdk.weights.checkpoint import save_checkpoint
     from tiny_engine import tiny_state_dict
+
+    from sync_sdk.weights.checkpoint import save_checkpoint
     save_checkpoint(tmp_path / "syncability.safetensors", *tiny_state_dict("synchronizability"))
     code, out, _ = run(["predict", work / "a.mp4", "--json", "--model", tmp_path / "syncability.safetensors"],
                        capsys)

@@ -10,9 +10,9 @@ import pytest
 
 from sync_sdk.analysis.desync import desync, desync_batch, desync_score, load_pair, offsets_from_logits, window_starts
 from sync_sdk.engine import SyncEngine
-from sync_sdk.serving.desync_jobs import desync_dir, pair_by_stem
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.inputs.presets import bicubic_aa_weights, load_audio_16k, resample, resize_short_crop
+from sync_sdk.media import bicubic_aa_weights, load_audio_16k, resample, resize_short_crop
+from sync_sdk.serving.desync_jobs import desync_dir, pair_by_stem
 from tests.fake_backends import RecordingBackend, encoder
 
 GRID = np.linspace(-2, 2, 21)
@@ -298,9 +298,9 @@ def test_bare_state_dict_pth_is_accepted(tmp_path):
     than the official 768 need the config named: head counts cannot be read from shapes.)"""
     torch = pytest.importorskip("torch")
     from sync_sdk.backends.torch_backend import TorchBackend
-    from sync_sdk.weights.checkpoint import load_checkpoint
     from sync_sdk.config import ModelConfig
     from sync_sdk.model import build_model, load_weights
+    from sync_sdk.weights.checkpoint import load_checkpoint
     cfg = ModelConfig.named("tiny")
     rng = np.random.default_rng(0)
     sd = {k: rng.normal(0, 0.3, tuple(v.shape)).astype(np.float32)

@@ -7,8 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from sync_sdk.weights.download import DEFAULT_CHECKPOINT, OFFICIAL_CHECKPOINTS, download_checkpoint
 from sync_sdk.errors import CheckpointError, DownloadError
+from sync_sdk.weights.download import DEFAULT_CHECKPOINT, OFFICIAL_CHECKPOINTS, download_checkpoint
 
 DATA = np.random.default_rng(0).bytes(3 * 1024 * 1024 + 123)
 MD5 = hashlib.md5(DATA).hexdigest()

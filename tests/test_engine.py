@@ -2,12 +2,17 @@
 model loading. Tiny config, seeded random weights, synthetic media."""
 import numpy as np
 import pytest
-
-from sync_sdk.errors import (BackendError, CheckpointError, ClipTooShortError, DownloadError, InputError,
-                             MediaNotFoundError)
-from sync_sdk.geometry import class_to_offset
-from sync_sdk.geometry import window_start_sec
 from tiny_engine import media_arrays, tiny_engine
+
+from sync_sdk.errors import (
+    BackendError,
+    CheckpointError,
+    ClipTooShortError,
+    DownloadError,
+    InputError,
+    MediaNotFoundError,
+)
+from sync_sdk.geometry import class_to_offset, window_start_sec
 
 torch = pytest.importorskip("torch")
 
@@ -194,9 +199,10 @@ def test_typed_input_errors(engine, tmp_path):
 
 # ------------------------------------------------------------------------------- loading
 def test_from_pretrained_checkpoint_file_runs_torch(tmp_path, clip, timeline):
-    from sync_sdk.weights.checkpoint import save_checkpoint
-    from sync_sdk.engine import SyncEngine
     from tiny_engine import tiny_state_dict
+
+    from sync_sdk.engine import SyncEngine
+    from sync_sdk.weights.checkpoint import save_checkpoint
     sd, config = tiny_state_dict()
     path = save_checkpoint(tmp_path / "tiny.safetensors", sd, config)
     eng = SyncEngine.from_pretrained(path)
@@ -212,10 +218,11 @@ def test_from_pretrained_checkpoint_file_runs_torch(tmp_path, clip, timeline):
 
 
 def test_bundle_layout_sync_and_synchronizability(tmp_path, monkeypatch, clip):
-    import sync_sdk.runtime.loading as loading
-    from sync_sdk.weights.checkpoint import save_checkpoint
-    from sync_sdk.engine import SyncEngine
     from tiny_engine import tiny_state_dict
+
+    import sync_sdk.runtime.loading as loading
+    from sync_sdk.engine import SyncEngine
+    from sync_sdk.weights.checkpoint import save_checkpoint
     bundle = tmp_path / "models" / "toy"
     bundle.mkdir(parents=True)
     save_checkpoint(bundle / "model.safetensors", *tiny_state_dict("sync"))

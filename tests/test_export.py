@@ -12,8 +12,14 @@ ort = pytest.importorskip("onnxruntime")
 
 from sync_sdk.config import ModelConfig  # noqa: E402
 from sync_sdk.errors import BackendError  # noqa: E402
-from sync_sdk.export_onnx import attention_report, export_stage, hygiene_problems, load_model, op_counts  # noqa: E402
-from sync_sdk.export_onnx import graphs  # noqa: E402
+from sync_sdk.export_onnx import (  # noqa: E402
+    attention_report,
+    export_stage,
+    graphs,  # noqa: E402
+    hygiene_problems,
+    load_model,
+    op_counts,
+)
 from sync_sdk.export_onnx.precision import tail_nodes  # noqa: E402
 from sync_sdk.weights.manifest import MANIFEST_NAME, STAGES, sha256_file  # noqa: E402
 
@@ -334,8 +340,8 @@ def test_engine_build_profiles_timing_cache_and_strong_typing(cli_export, tmp_pa
 
 
 def test_load_model_from_a_checkpoint_file(tmp_path):
-    from sync_sdk.weights.checkpoint import save_checkpoint
     from sync_sdk.export_onnx import random_state_dict
+    from sync_sdk.weights.checkpoint import save_checkpoint
     model, model_id = load_model("tiny", seed=2)
     assert model_id == "tiny-random-seed2"
     weights = random_state_dict(model, seed=2)

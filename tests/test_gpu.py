@@ -6,8 +6,8 @@ Every test skips cleanly without CuPy or a CUDA device (benchmarks/gpu_check.py 
 import numpy as np
 import pytest
 
-from sync_sdk.inputs import gpu_plan as plan
 from sync_sdk.errors import InputError
+from sync_sdk.inputs import gpu_plan as plan
 from sync_sdk.inputs.gpu import cuda_available
 
 features = pytest.importorskip("sync_sdk.inputs.cpu")
@@ -148,6 +148,7 @@ def tiny_models():
 
 def _backend(model, precision, stream=None, cuda_graphs=True):
     import copy
+
     from sync_sdk.backends.torch_cuda_backend import TorchCudaBackend
     return TorchCudaBackend(copy.deepcopy(model), precision=precision, stream=stream, cuda_graphs=cuda_graphs)
 

@@ -4,12 +4,12 @@ kernels check every launch against the real kernels' signatures and run their in
 Checks argument order and types, the buffer plan and its growth, pinned uploads of only the needed
 span (or a gather for sparse segments), device-array inputs, and the results against sync_sdk.inputs.cpu.
 """
+import fake_cupy
 import numpy as np
 import pytest
 
-import fake_cupy
-from sync_sdk.inputs import gpu as gpu_mod
 from sync_sdk.errors import BackendError, InputError
+from sync_sdk.inputs import gpu as gpu_mod
 
 features = pytest.importorskip("sync_sdk.inputs.cpu")
 

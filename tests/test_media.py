@@ -9,11 +9,19 @@ import av
 import numpy as np
 import pytest
 
-from sync_sdk.errors import (ClipTooShortError, CorruptMediaWarning, InvalidArrayError, MediaDecodeError,
-                             MediaNotFoundError, NoAudioStreamError, NoVideoStreamError, SilentAudioWarning,
-                             WindowOutOfRangeError)
-from sync_sdk.media import AVClip, clip_from_arrays, iter_chunks, iter_clips, probe, read_clip
+from sync_sdk.errors import (
+    ClipTooShortError,
+    CorruptMediaWarning,
+    InvalidArrayError,
+    MediaDecodeError,
+    MediaNotFoundError,
+    NoAudioStreamError,
+    NoVideoStreamError,
+    SilentAudioWarning,
+    WindowOutOfRangeError,
+)
 from sync_sdk.inputs.window import audio_segments, prepare_inputs, video_segments
+from sync_sdk.media import AVClip, clip_from_arrays, iter_chunks, iter_clips, probe, read_clip
 
 QUIET = {"libx265": {"x265-params": "log-level=none"}, "libx264": {"qp": "0", "preset": "ultrafast"}}
 

@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from sync_sdk.errors import ClipTooShortError, InputError
 from sync_sdk.analysis.offset_search import _video_start, combine, search_offset, shift_grid
-from tests.fake_backends import EventBackend, encoder, flash_click_clip
+from sync_sdk.errors import ClipTooShortError, InputError
 from tests.bundled import requires_trained_bundle
+from tests.fake_backends import EventBackend, encoder, flash_click_clip
+
 GRID = np.round(np.linspace(-2, 2, 21), 1)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sync_sdk.engine import SyncEngine
-from sync_sdk.geometry import FIRST_FRAME, FIRST_SAMPLE, N_SEGMENTS, SAMPLE_RATE, STEP_FRAMES, SEG_FRAMES
+from sync_sdk.geometry import FIRST_FRAME, FIRST_SAMPLE, N_SEGMENTS, SAMPLE_RATE, SEG_FRAMES, STEP_FRAMES
 from sync_sdk.media import read_clip
 from sync_sdk.serving.ray_batch import decode_row, row_views
 from sync_sdk.synthetic import generate_clip, write_clip

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from sync_sdk import geometry
-from sync_sdk.inputs import cpu as features
 from sync_sdk.errors import WindowOutOfRangeError
-from sync_sdk.media import clip_from_arrays, read_clip
+from sync_sdk.inputs import cpu as features
 from sync_sdk.inputs.window import audio_segments, prepare_inputs, video_segments
+from sync_sdk.media import clip_from_arrays, read_clip
 
 REFERENCE_AV_VERSION = "18.1.0"  # PyAV the stored references were checked with
 CASES = ["3qesirWAGt4_20000_30000_off1.6_start0.0", "ZYc410CE4Rg_0_10000_off-2.0_start4.0"]

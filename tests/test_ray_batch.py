@@ -9,9 +9,17 @@ import pytest
 
 from sync_sdk.errors import BackendError, InputError, SyncSDKWarning
 from sync_sdk.serving.ray_batch import ClipScorer, import_ray, plan_workers, run_ray_batch
-from sync_sdk.serving.ray_results import (ClipJob, ShardWriter, error_row, finished_keys, ok_row, read_clip_manifest,
-                                          read_results, rows_table, shard_paths)
-
+from sync_sdk.serving.ray_results import (
+    ClipJob,
+    ShardWriter,
+    error_row,
+    finished_keys,
+    ok_row,
+    read_clip_manifest,
+    read_results,
+    rows_table,
+    shard_paths,
+)
 
 
 @pytest.fixture
@@ -188,8 +196,9 @@ def tiny_model(tmp_path_factory):
     if "synthetic-tiny" in bundled_models():
         return "synthetic-tiny"
     pytest.importorskip("torch")
-    from sync_sdk.weights.checkpoint import save_checkpoint
     from tiny_engine import tiny_state_dict
+
+    from sync_sdk.weights.checkpoint import save_checkpoint
     sd, config = tiny_state_dict()
     return str(save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", sd, config))
 

@@ -2,10 +2,10 @@
 one new audio and one new visual segment per grid step."""
 import numpy as np
 import pytest
+from tiny_engine import media_arrays, tiny_engine
 
 from sync_sdk.errors import InputError, SyncSDKWarning
 from sync_sdk.geometry import window_start_sec
-from tiny_engine import media_arrays, tiny_engine
 
 pytest.importorskip("torch")
 ATOL = 1e-5

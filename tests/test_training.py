@@ -7,11 +7,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sync_sdk import geometry  # noqa: E402
-from sync_sdk.weights.checkpoint import load_checkpoint  # noqa: E402
 from sync_sdk.config import ModelConfig  # noqa: E402
 from sync_sdk.errors import TrainingError  # noqa: E402
 from sync_sdk.geometry import OFFSET_GRID_SEC, class_to_offset  # noqa: E402
 from sync_sdk.model import build_model  # noqa: E402
+from sync_sdk.weights.checkpoint import load_checkpoint  # noqa: E402
 from sync_training import data, encoder_init, features, head, stage1  # noqa: E402
 from sync_training.loop import Schedule, train_stage  # noqa: E402
 from sync_training.losses import info_nce  # noqa: E402

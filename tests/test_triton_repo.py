@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from sync_sdk.errors import BackendError, InputError
-from sync_sdk.weights.manifest import STAGES, read_manifest, sha256_file
 from sync_sdk.serving.triton_repo import BLS_SOURCE, write_triton_repo
+from sync_sdk.weights.manifest import STAGES, read_manifest, sha256_file
 
 pytest.importorskip("onnxruntime")
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -287,8 +287,8 @@ def load_bls(repo: Path, fake: FakeTriton):
 def test_bls_model_gives_the_sdk_logits(repo, export_dir):
     from sync_sdk.backends.onnxruntime_backend import OnnxRuntimeBackend
     from sync_sdk.engine import SyncEngine
-    from sync_sdk.serving.ray_batch import clip_logits
     from sync_sdk.results import SyncResult
+    from sync_sdk.serving.ray_batch import clip_logits
 
     fake = FakeTriton(repo)
     model = load_bls(repo, fake)

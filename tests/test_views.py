@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from tiny_engine import media_arrays, tiny_engine
 
 from sync_sdk.errors import ClipTooShortError, InputError
 from sync_sdk.runtime.views import SINGLE_VIEW, check_views, combine_views, parse_views, read_views, view_inputs
 from tests.bundled import requires_trained_bundle
-from tiny_engine import media_arrays, tiny_engine
 
 VIEWS = (-0.2, 0.0, 0.2)
 
@@ -109,6 +109,7 @@ def clip():
 def reference_logits(engine, source, start_sec: float, offset_sec: float) -> np.ndarray:
     """The whole torch model on one window's official inputs (no engine code)."""
     import torch
+
     from sync_sdk.inputs.window import prepare_inputs
     vid, aud = prepare_inputs(source, offset_sec=offset_sec, start_sec=start_sec)
     with torch.inference_mode():
@@ -130,6 +131,7 @@ def test_engine_combines_the_views_of_the_reference_model(clip):
 
 def test_synchronizability_averages_the_views_log_odds(clip):
     import torch
+
     from sync_sdk.inputs.window import prepare_inputs
     eng = tiny_engine("synchronizability", shift_views=VIEWS)
     odds = []
@@ -181,8 +183,9 @@ def test_bundle_asks_for_views_and_checkpoints_do_not(tmp_path):
     from sync_sdk.runtime.loading import resolve_model
     assert resolve_model("synthetic-tiny").shift_views() == VIEWS
     assert resolve_model("synthetic-tiny/synchronizability").shift_views() == VIEWS
-    from sync_sdk.weights.checkpoint import save_checkpoint
     from tiny_engine import tiny_state_dict
+
+    from sync_sdk.weights.checkpoint import save_checkpoint
     path = save_checkpoint(tmp_path / "tiny.safetensors", *tiny_state_dict())
     assert resolve_model(path).shift_views() == SINGLE_VIEW
     from sync_sdk.engine import SyncEngine

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from sync_sdk.errors import ClipTooShortError, InputError
 from sync_sdk.analysis.visual_features import visual_features
+from sync_sdk.errors import ClipTooShortError, InputError
 from tests.fake_backends import encoder
 
 torch = pytest.importorskip("torch")

@@ -26,9 +26,20 @@ import numpy as np
 
 from sync_sdk.analysis.plots_attribution import plot_attribution
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.geometry import (CROP_SIZE, FIRST_FRAME, FPS, N_SEGMENTS, SEG_FRAMES, SEG_SAMPLES, STEP_FRAMES, WINDOW_FRAMES,
-                               WINDOW_SAMPLES,
-                               crop_offsets, segment_frame, segment_sample)
+from sync_sdk.geometry import (
+    CROP_SIZE,
+    FIRST_FRAME,
+    FPS,
+    N_SEGMENTS,
+    SEG_FRAMES,
+    SEG_SAMPLES,
+    STEP_FRAMES,
+    WINDOW_FRAMES,
+    WINDOW_SAMPLES,
+    crop_offsets,
+    segment_frame,
+    segment_sample,
+)
 from sync_sdk.inputs.cpu import log_mel, video_input
 from sync_sdk.media.source import content_id, read_span, source_name
 from sync_sdk.results import SyncResult, softmax

@@ -23,10 +23,21 @@ from typing import Iterable
 import numpy as np
 
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.geometry import (FPS, N_SEGMENTS, OFFSET_GRID_SEC, SAMPLE_RATE, SEG_FRAMES, SEG_SAMPLES, STEP_FRAMES,
-                               STEP_SAMPLES, count_segments)
+from sync_sdk.geometry import (
+    FPS,
+    N_SEGMENTS,
+    OFFSET_GRID_SEC,
+    SAMPLE_RATE,
+    SEG_FRAMES,
+    SEG_SAMPLES,
+    STEP_FRAMES,
+    STEP_SAMPLES,
+    count_segments,
+)
 from sync_sdk.inputs.cpu import log_mel
-from sync_sdk.inputs.presets import VideoPreset, get_preset, load_audio_16k, read_video_crops
+from sync_sdk.inputs.presets import VideoPreset, get_preset
+from sync_sdk.media import load_audio_16k, read_video_crops
+from sync_sdk.media.source import is_path
 from sync_sdk.results import softmax
 from sync_sdk.runtime.arrays import array_module
 from sync_sdk.runtime.encoder import SegmentEncoder
@@ -118,7 +129,7 @@ def load_pair(video, audio, duration_sec: float | None = None, preset: str | Vid
     if len(wave) < n_samples:
         raise ClipTooShortError(f"audio holds {len(wave) / SAMPLE_RATE:.3f} s at 16 kHz, {d:.3f} s asked")
     p = get_preset(preset)
-    if isinstance(video, (str, Path)):
+    if is_path(video):
         crops = read_video_crops(video, p, max_frames=n_frames)
     else:
         crops = p.crop_frames(np.asarray(video)[:n_frames])
@@ -180,7 +191,7 @@ def desync(encoder: SegmentEncoder, video, audio, duration_sec: float | None = N
     """DeSync of one video (path | uint8 (T,H,W,3) frames at 25 fps) and its generated audio
     (path | (wave, sample_rate)); duration_sec None = the audio's length. Raises on bad input."""
     encoder.require("sync", "DeSync", N_SEGMENTS)
-    name = name or (Path(video).stem if isinstance(video, (str, Path)) else "clip")
+    name = name or (Path(video).stem if is_path(video) else "clip")
     p = _prepare(name, video, audio, duration_sec, protocol, preset)
     return _result(p, _logits(encoder, [p])[0], protocol)
 

@@ -25,9 +25,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.geometry import (FPS, MODEL_RANGE_SEC, N_SEGMENTS, OFFSET_STEP_SEC, SAMPLE_RATE, SAMPLES_PER_FRAME,
-                               STEP_FRAMES, WINDOW_FRAMES, WINDOW_SAMPLES, offset_samples, segment_frame,
-                               segment_sample)
+from sync_sdk.geometry import (
+    FPS,
+    MODEL_RANGE_SEC,
+    N_SEGMENTS,
+    OFFSET_STEP_SEC,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    STEP_FRAMES,
+    WINDOW_FRAMES,
+    WINDOW_SAMPLES,
+    offset_samples,
+    segment_frame,
+    segment_sample,
+)
 from sync_sdk.media.source import content_id, read_span, source_name
 from sync_sdk.results import SyncResult, softmax
 from sync_sdk.runtime.cache import SegmentCache

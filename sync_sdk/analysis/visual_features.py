@@ -17,7 +17,8 @@ import numpy as np
 from sync_sdk.errors import ClipTooShortError, InputError
 from sync_sdk.geometry import FPS, SEG_FRAMES, STEP_FRAMES, VIDEO_TOKENS_PER_SEGMENT, count_segments
 from sync_sdk.inputs.gpu import import_cupy
-from sync_sdk.inputs.presets import get_preset, read_video_crops
+from sync_sdk.inputs.presets import get_preset
+from sync_sdk.media import read_video_crops
 from sync_sdk.media.source import is_path
 from sync_sdk.runtime.arrays import to_numpy
 from sync_sdk.runtime.encoder import SegmentEncoder

@@ -11,10 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from sync_sdk.serving.desync_jobs import desync_dir
 import numpy as np
 
 from sync_sdk.errors import InputError
+from sync_sdk.serving.desync_jobs import desync_dir
 
 
 def register(sub, add_model_args, make_engine, epilog: str = "") -> None:

@@ -3,18 +3,20 @@ desync, attribute, search-offset, visual-features)."""
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
-import json
 import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 from sync_sdk.analysis.plots import plot_timeline
 from sync_sdk.cli.analysis import register
 from sync_sdk.engine import SyncEngine
-from sync_sdk.geometry import offset_to_class, class_to_offset
-from sync_sdk.runtime.loading import bundled_models, resolve_model
-from sync_sdk.runtime.loading import bundled_models, versions
+from sync_sdk.errors import InputError, SyncSDKError
+from sync_sdk.geometry import class_to_offset, offset_to_class
+from sync_sdk.runtime.loading import bundled_models, resolve_model, versions
 from sync_sdk.runtime.views import parse_views
 from sync_sdk.serving.batch import read_file_list, run_batch
 from sync_sdk.serving.ray_batch import run_from_cli
@@ -22,9 +24,6 @@ from sync_sdk.synthetic import generate_clip, write_clip
 from sync_sdk.version import __version__
 from sync_sdk.weights.checkpoint import convert_checkpoint
 from sync_sdk.weights.download import default_cache_dir
-from tqdm import tqdm
-
-from sync_sdk.errors import InputError, SyncSDKError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 

@@ -19,14 +19,14 @@ import onnx
 
 from sync_sdk.config import ModelConfig
 from sync_sdk.errors import BackendError
-from sync_sdk.model import build_model, load_weights
-from sync_sdk.weights.checkpoint import OFFICIAL_CHECKPOINTS, download_checkpoint, load_checkpoint
-from sync_sdk.weights.manifest import FORMAT, MANIFEST_NAME, PRECISIONS, STAGES, file_name, sha256_file
-from sync_sdk.version import __version__
 from sync_sdk.export_onnx.graphs import OPSET, export_stage, quiet_exporters, stage_io
 from sync_sdk.export_onnx.hygiene import hygiene_problems
 from sync_sdk.export_onnx.precision import to_fp16, to_int8
 from sync_sdk.export_onnx.tensorrt_build import build_engine, profiles, tensorrt_status
+from sync_sdk.model import build_model, load_weights
+from sync_sdk.version import __version__
+from sync_sdk.weights.checkpoint import OFFICIAL_CHECKPOINTS, download_checkpoint, load_checkpoint
+from sync_sdk.weights.manifest import FORMAT, MANIFEST_NAME, PRECISIONS, STAGES, file_name, sha256_file
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnxruntime", "tensorrt")

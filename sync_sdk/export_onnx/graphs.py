@@ -24,8 +24,15 @@ from onnxscript import opset18 as op
 from torch import nn
 
 from sync_sdk.config import ModelConfig
-from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, CROP_SIZE, N_MELS, SEG_FRAMES, SPEC_FRAMES, VIDEO_TOKENS_PER_SEGMENT
 from sync_sdk.errors import BackendError
+from sync_sdk.geometry import (
+    AUDIO_TOKENS_PER_SEGMENT,
+    CROP_SIZE,
+    N_MELS,
+    SEG_FRAMES,
+    SPEC_FRAMES,
+    VIDEO_TOKENS_PER_SEGMENT,
+)
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sync_sdk.errors import BackendError, InputError
+from sync_sdk.geometry import CROP_SIZE, N_MELS, SEG_FRAMES, SEG_SAMPLES, SPEC_FRAMES
 from sync_sdk.inputs import cpu as features
 from sync_sdk.inputs import gpu_plan as plan
-from sync_sdk.geometry import CROP_SIZE, N_MELS, SEG_FRAMES, SPEC_FRAMES
-from sync_sdk.errors import BackendError, InputError
-from sync_sdk.geometry import SEG_SAMPLES
 
 KERNEL_FILES = ("logmel.cu", "frames.cu")
 COMPILE_OPTIONS = ("--std=c++14",)

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sync_sdk.geometry import CROP_SIZE, N_MELS, SEG_FRAMES, SPEC_FRAMES
-from sync_sdk.geometry import SEG_SAMPLES
+from sync_sdk.geometry import CROP_SIZE, N_MELS, SEG_FRAMES, SEG_SAMPLES, SPEC_FRAMES
 
 # Audio (SPEC 1.7): torchaudio MelSpectrogram(16000, n_fft=1024, win_length=400, hop=160, n_mels=128).
 N_FFT = 1024

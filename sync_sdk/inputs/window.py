@@ -15,9 +15,20 @@ from typing import Sequence
 import numpy as np
 
 from sync_sdk.errors import ClipTooShortError, SilentAudioWarning, WindowOutOfRangeError
-from sync_sdk.geometry import (CROP_SIZE, SEG_FRAMES, SEG_SAMPLES, WINDOW_FRAMES, WINDOW_SAMPLES, WINDOW_SEC,
-                               crop_offsets, offset_samples, official_window, segment_frame, segment_sample,
-                               window_segment_starts)
+from sync_sdk.geometry import (
+    CROP_SIZE,
+    SEG_FRAMES,
+    SEG_SAMPLES,
+    WINDOW_FRAMES,
+    WINDOW_SAMPLES,
+    WINDOW_SEC,
+    crop_offsets,
+    official_window,
+    offset_samples,
+    segment_frame,
+    segment_sample,
+    window_segment_starts,
+)
 from sync_sdk.inputs.cpu import log_mel, map_frames
 from sync_sdk.media import AVClip, read_audio_samples, read_video_slots, require_streams
 from sync_sdk.media.source import as_span, is_path, source_name

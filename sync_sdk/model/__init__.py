@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from sync_sdk.config import ModelConfig
-from sync_sdk.weights.state_dict_rules import check_keys, trim_pos_emb
 from sync_sdk.model.synchformer import Synchformer
+from sync_sdk.weights.state_dict_rules import check_keys, trim_pos_emb
 
 __all__ = ["ModelConfig", "Synchformer", "build_model", "load_weights"]
 

@@ -2,8 +2,9 @@
 
 It owns the backend, the model-input features (NumPy on the CPU, CuPy kernels on a GPU), batching
 (`max_batch` segments per encoder call), device arrays (features stay where the backend puts them),
-the shift views and the head. Every caller goes through it: predict, scan, stream, DeSync, offset
-search, attribution, visual features, the Ray batch and the Triton model.
+the shift views and the head. Every caller in the SDK goes through it: predict, scan, stream, DeSync,
+offset search, attribution, visual features and the Ray batch. (The Triton model runs the same three
+exported stages inside Triton, without sync_sdk: serving/triton_bls.py.)
 
     enc = SegmentEncoder(backend, shift_views=(-0.2, 0.0, 0.2))
     feats = enc.encode("video", n, make)               # make(ids) -> (len(ids), 16, 3, 224, 224)
@@ -20,8 +21,14 @@ import numpy as np
 from sync_sdk.backends.base import Backend, check_backend
 from sync_sdk.config import ModelConfig
 from sync_sdk.errors import InputError
-from sync_sdk.geometry import (AUDIO_TOKENS_PER_SEGMENT, SEG_SAMPLES, VIDEO_TOKENS_PER_SEGMENT, offset_samples,
-                               segment_frame, segment_sample)
+from sync_sdk.geometry import (
+    AUDIO_TOKENS_PER_SEGMENT,
+    SEG_SAMPLES,
+    VIDEO_TOKENS_PER_SEGMENT,
+    offset_samples,
+    segment_frame,
+    segment_sample,
+)
 from sync_sdk.inputs.cpu import CpuFeatures
 from sync_sdk.inputs.gpu import GpuFeatures, cuda_available
 from sync_sdk.media.span import MediaSpan
@@ -41,7 +48,7 @@ def default_features(backend: Backend):
 
 
 def _device_index(device) -> int:
-    index = getattr(device, "index", device)  # torch.device, "cuda:N" parsed by the backend, or int
+    index = getattr(device, "index", device)  # a torch.device or a CUDA device index
     return int(index or 0)
 
 

@@ -15,9 +15,20 @@ from typing import Callable, Iterator
 import numpy as np
 
 from sync_sdk.errors import ClipTooShortError
-from sync_sdk.geometry import (FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, STEP_FRAMES, STEP_SEC, WINDOW_FRAMES,
-                               WINDOW_SAMPLES, hop_segments, n_windows, segment_frame, segment_sample,
-                               window_start_sec)
+from sync_sdk.geometry import (
+    FPS,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    STEP_FRAMES,
+    STEP_SEC,
+    WINDOW_FRAMES,
+    WINDOW_SAMPLES,
+    hop_segments,
+    n_windows,
+    segment_frame,
+    segment_sample,
+    window_start_sec,
+)
 from sync_sdk.media import iter_chunks, probe
 from sync_sdk.media.source import as_span, is_path, source_name
 from sync_sdk.media.span import MediaSpan

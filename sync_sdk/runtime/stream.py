@@ -17,8 +17,17 @@ import warnings
 import numpy as np
 
 from sync_sdk.errors import InputError, SyncSDKWarning
-from sync_sdk.geometry import (FPS, SAMPLE_RATE, SEG_FRAMES, SEG_SAMPLES, STEP_SEC, hop_segments, segment_frame,
-                               segment_sample, window_start_sec)
+from sync_sdk.geometry import (
+    FPS,
+    SAMPLE_RATE,
+    SEG_FRAMES,
+    SEG_SAMPLES,
+    STEP_SEC,
+    hop_segments,
+    segment_frame,
+    segment_sample,
+    window_start_sec,
+)
 from sync_sdk.media import SHORT_SIDE, clip_from_arrays
 from sync_sdk.media.span import MediaSpan
 from sync_sdk.results import SyncResult

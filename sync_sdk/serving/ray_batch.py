@@ -18,9 +18,10 @@ row with status "error", its exception class and message. Re-running with the sa
 every input that has an "ok" row (and, with retry_failed=False, those with an "error" row too).
 
 Each clip is answered as `SyncEngine.predict` answers it: the decode task prepares the model's shift
-views (runtime/views.py; one view for the official models), which share the clip's video crop, so a
-view adds one 14-segment log-mel (~0.5 MB) to the ~140 MB decoded window; the actor combines them
-through the segment-encoding seam.
+views (runtime/views.py; one view for the official models). Views share the clip's video crop, so a
+view adds one 14-segment log-mel (~0.5 MB) to the ~140 MB decoded window, except a view whose audio
+lies outside the media, which moves the video crop instead and carries its own; the actor combines
+them through the segment-encoding seam.
 
 Ray and pyarrow are the optional extra `pip install 'sync-sdk[ray]'`; this module imports them
 only when a job runs. Manifests and result shards: serving/ray_results.py.
@@ -44,8 +45,16 @@ from sync_sdk.errors import BackendError, InputError
 from sync_sdk.runtime.encoder import SegmentEncoder
 from sync_sdk.runtime.loading import model_shift_views
 from sync_sdk.runtime.views import SINGLE_VIEW, View, view_inputs
-from sync_sdk.serving.ray_results import (RAY_HINT, ClipJob, ShardWriter, error_row, finished_keys, ok_row,
-                                          read_clip_manifest, rows_table)
+from sync_sdk.serving.ray_results import (
+    RAY_HINT,
+    ClipJob,
+    ShardWriter,
+    error_row,
+    finished_keys,
+    ok_row,
+    read_clip_manifest,
+    rows_table,
+)
 
 DECODE_MEMORY = 512 << 20  # bytes a decode task reserves: the float32 window (~140 MB) and PyAV buffers
 
@@ -83,9 +92,9 @@ def decode_row(row: dict, shift_views: Sequence[float] = SINGLE_VIEW) -> dict:
 
 def row_views(batch: dict, i: int) -> list[View]:
     """The views of clip i of a decoded batch (`decode_row`), video crops shared as decoded."""
-    vid, aud = np.asarray(batch["vid"][i]), np.asarray(batch["aud"][i])
-    return [View(float(d), float(s), vid[k], a) for d, s, k, a in
-            zip(batch["view_shift"][i], batch["view_start"][i], batch["view_vid"][i], aud)]
+    crops = list(np.asarray(batch["vid"][i]))  # one array object per crop: its views share its features
+    return [View(float(d), float(s), crops[k], a) for d, s, k, a in
+            zip(batch["view_shift"][i], batch["view_start"][i], batch["view_vid"][i], np.asarray(batch["aud"][i]))]
 
 
 def clip_logits(encoder: SegmentEncoder, vid: np.ndarray, aud: np.ndarray) -> np.ndarray:

@@ -28,8 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sync_sdk.errors import BackendError, InputError
-from sync_sdk.geometry import (AUDIO_TOKENS_PER_SEGMENT, CROP_SIZE, N_MELS, OFFSET_GRID_SEC, SEG_FRAMES,
-                               SPEC_FRAMES, VIDEO_TOKENS_PER_SEGMENT)
+from sync_sdk.geometry import (
+    AUDIO_TOKENS_PER_SEGMENT,
+    CROP_SIZE,
+    N_MELS,
+    OFFSET_GRID_SEC,
+    SEG_FRAMES,
+    SPEC_FRAMES,
+    VIDEO_TOKENS_PER_SEGMENT,
+)
 from sync_sdk.weights.manifest import STAGES, read_manifest
 
 KINDS = ("auto", "onnx", "tensorrt")

@@ -21,12 +21,12 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from sync_sdk.config import ModelConfig
-from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
-from sync_sdk.weights.download import DEFAULT_CHECKPOINT, OFFICIAL_CHECKPOINTS, download_checkpoint
 from sync_sdk.errors import CheckpointError, CheckpointNotFoundError, SyncSDKWarning, UnsafeCheckpointError
+from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
+from sync_sdk.version import __version__
+from sync_sdk.weights.download import DEFAULT_CHECKPOINT, OFFICIAL_CHECKPOINTS, download_checkpoint
 from sync_sdk.weights.state_dict_rules import POS_EMB_KEY, check_keys, trim_pos_emb
 from sync_sdk.weights.torch_zip import Placeholder, TensorRef, TorchZip, pickle_record
-from sync_sdk.version import __version__
 
 __all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint", "convert_checkpoint", "expected_shapes",
            "infer_config", "detect_variant", "validate_state_dict", "download_checkpoint",
