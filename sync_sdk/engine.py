@@ -97,7 +97,6 @@ class SyncEngine:
             "backend": self.backend.name,
             "device": str(self.backend.device),
             "precision": self.backend.precision,
-            "device_arrays": self.backend.device_arrays,
             "model_id": self.model_id,
             "variant": self.config.variant,
             "config": self.config.to_dict(),
