@@ -42,10 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sync_sdk import synthetic  # noqa: E402
 from sync_sdk.geometry import NUM_OFFSET_CLASSES, class_to_offset, offset_to_class  # noqa: E402
+from sync_sdk.inputs.views import View, view_inputs  # noqa: E402
 from sync_sdk.model import build_model, load_weights  # noqa: E402
 from sync_sdk.results import softmax  # noqa: E402
 from sync_sdk.runtime.loading import BUNDLED_DEFAULT, resolve_model  # noqa: E402
-from sync_sdk.runtime.views import View, combine_views, parse_views, view_inputs  # noqa: E402
+from sync_sdk.runtime.views import combine_views, parse_views  # noqa: E402
 from sync_sdk.weights.checkpoint import load_checkpoint  # noqa: E402
 from sync_training.metrics import offset_accuracy, roc_auc, sync_accuracy  # noqa: E402
 

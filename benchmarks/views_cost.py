@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sync_sdk import synthetic  # noqa: E402
 from sync_sdk.engine import SyncEngine  # noqa: E402
+from sync_sdk.inputs.views import view_inputs  # noqa: E402
 from sync_sdk.inputs.window import prepare_inputs  # noqa: E402
-from sync_sdk.runtime.views import view_inputs  # noqa: E402
 
 CLIP_SEC = 5.2
 SEED = 970_000_000

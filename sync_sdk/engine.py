@@ -23,6 +23,7 @@ from sync_sdk.analysis.offset_search import OffsetSearchResult, search_offset
 from sync_sdk.analysis.visual_features import visual_features
 from sync_sdk.config import ModelConfig
 from sync_sdk.errors import BackendError, InputError
+from sync_sdk.inputs.views import view_inputs
 from sync_sdk.media.source import normalise_source, source_name
 from sync_sdk.results import SyncResult, Timeline, softmax
 from sync_sdk.runtime.cache import SegmentCache
@@ -30,7 +31,6 @@ from sync_sdk.runtime.encoder import SegmentEncoder
 from sync_sdk.runtime.loading import load_backend, versions
 from sync_sdk.runtime.scan import scan
 from sync_sdk.runtime.stream import SyncStream
-from sync_sdk.runtime.views import view_inputs
 
 DEFAULT_CACHE_CAPACITY = 256
 

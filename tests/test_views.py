@@ -7,7 +7,8 @@ import pytest
 from tiny_engine import media_arrays, tiny_engine
 
 from sync_sdk.errors import ClipTooShortError, InputError
-from sync_sdk.runtime.views import SINGLE_VIEW, check_views, combine_views, parse_views, read_views, view_inputs
+from sync_sdk.inputs.views import view_inputs
+from sync_sdk.runtime.views import SINGLE_VIEW, check_views, combine_views, parse_views, read_views
 from tests.bundled import requires_trained_bundle
 
 VIEWS = (-0.2, 0.0, 0.2)

@@ -31,10 +31,11 @@ from sync_sdk.geometry import (
 )
 from sync_sdk.inputs.cpu import CpuFeatures
 from sync_sdk.inputs.gpu import GpuFeatures, cuda_available
+from sync_sdk.inputs.views import View
 from sync_sdk.media.span import MediaSpan
 from sync_sdk.runtime.arrays import array_module, to_numpy
 from sync_sdk.runtime.cache import SegmentCache
-from sync_sdk.runtime.views import View, check_views, combine_views
+from sync_sdk.runtime.views import check_views, combine_views
 
 KINDS = ("audio", "video")
 

@@ -10,26 +10,20 @@ class where it is strong, and act as an ensemble otherwise.
 The official models answer with one view, the default; a model folder asks for more in an
 `inference.json` beside its checkpoint or export: {"shift_views_sec": [-0.2, 0.0, 0.2]}.
 
-In `predict` (`view_inputs`) a view first keeps the video crop and moves the audio crop; where that
-audio is outside the media it keeps the audio crop and moves the video crop by -d instead; a view
-that fits neither way is left out. The unshifted view must fit (its errors are the caller's). Scan
+The views' model inputs are made by inputs/views.py (`view_inputs`, for predict and the Ray batch). Scan
 and stream (`SegmentEncoder.window_logits`) encode each segment's audio once per view and leave out
 a window's views whose audio lies outside the media; offset search adds the views to its shifts.
 """
 from __future__ import annotations
 
 import json
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from sync_sdk.errors import ClipTooShortError, InputError, SilentAudioWarning, WindowOutOfRangeError
+from sync_sdk.errors import InputError
 from sync_sdk.geometry import MODEL_RANGE_SEC, NUM_OFFSET_CLASSES, OFFSET_STEP_SEC
-from sync_sdk.inputs.window import decode_span, window_audio, window_media, window_video
-from sync_sdk.media.source import is_path, normalise_source
 from sync_sdk.results import softmax
 
 SINGLE_VIEW = (0.0,)
@@ -37,17 +31,6 @@ INFERENCE_FILE = "inference.json"
 MAX_SHIFT_SEC = 1.0
 ROBUST = 0.05  # weight of the uniform distribution mixed into each view's or shift's probabilities
 _HALF = (NUM_OFFSET_CLASSES - 1) // 2  # class of residual 0
-
-
-@dataclass
-class View:
-    """One view's model inputs: vid (S, 16, 3, 224, 224), aud (S, 1, 128, 66); the video crop
-    starts at start_sec and the audio crop shift_sec after where the caller's offset puts it."""
-
-    shift_sec: float
-    start_sec: float
-    vid: np.ndarray
-    aud: np.ndarray
 
 
 def check_views(shifts: Sequence[float]) -> tuple[float, ...]:
@@ -79,37 +62,6 @@ def read_views(*folders: Path | None) -> tuple[float, ...]:
             except (ValueError, KeyError, TypeError) as e:
                 raise InputError(f"{path}: expected {{\"shift_views_sec\": [..]}} with shifts in seconds: {e}") from e
     return SINGLE_VIEW
-
-
-def view_inputs(source, start_sec: float, offset_sec: float, shifts: Sequence[float]) -> list[View]:
-    """The views of the window at start_sec (s) with the audio shifted by offset_sec (s), as
-    `preprocess.prepare_inputs` makes them; the unshifted view first. A file is decoded once for all
-    views, and views with one video crop share one `vid` array."""
-    order = (0.0, *(d for d in shifts if d != 0.0))
-    # per view, the (start_sec, offset_sec) placements to try: the audio moved, else the video moved
-    tries = [[(start_sec, offset_sec)] if d == 0.0 else
-             [(start, round(offset_sec + d, 6)) for start in (start_sec, round(start_sec - d, 6))] for d in order]
-    source = normalise_source(source)
-    if is_path(source):
-        source = decode_span(source, [(off, start) for placements in tries for start, off in placements])
-    vids: dict[float, np.ndarray] = {}
-    out = []
-    for d, candidates in zip(order, tries):
-        for start, off in candidates:
-            try:
-                with warnings.catch_warnings():
-                    if d != 0.0:  # the unshifted view has said so already
-                        warnings.simplefilter("ignore", SilentAudioWarning)
-                    frames, audio = window_media(source, offset_sec=off, start_sec=start)
-            except (WindowOutOfRangeError, ClipTooShortError):
-                if d == 0.0:
-                    raise
-                continue
-            if start not in vids:
-                vids[start] = window_video(frames)
-            out.append(View(d, start, vids[start], window_audio(audio)))
-            break
-    return out
 
 
 def combine(shifts: np.ndarray, probs: np.ndarray, max_offset_sec: float | None = None

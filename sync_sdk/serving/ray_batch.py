@@ -42,9 +42,10 @@ import numpy as np
 
 from sync_sdk.engine import SyncEngine
 from sync_sdk.errors import BackendError, InputError
+from sync_sdk.inputs.views import View, view_inputs
 from sync_sdk.runtime.encoder import SegmentEncoder
 from sync_sdk.runtime.loading import model_shift_views
-from sync_sdk.runtime.views import SINGLE_VIEW, View, view_inputs
+from sync_sdk.runtime.views import SINGLE_VIEW
 from sync_sdk.serving.ray_results import (
     RAY_HINT,
     ClipJob,
