@@ -29,19 +29,21 @@ from sync_sdk.geometry import (
     FPS,
     NUM_OFFSET_CLASSES,
     OFFSET_GRID_SEC,
+    OFFSET_STEP_SEC,
     SAMPLES_PER_FRAME,
     SEG_FRAMES,
     SEG_SAMPLES,
     STEP_FRAMES,
     STEP_SAMPLES,
+    offset_samples,
 )
 from sync_sdk.inputs.cpu import log_mel, video_input
 
 AUDIO_GRID = SAMPLES_PER_FRAME                    # 640: divides both the 5120 step and 3200 per 0.2 s
-MIN_OFFSET_SAMPLES = int(round(float(OFFSET_GRID_SEC[0]) * 16000))  # -32000
+MIN_OFFSET_SAMPLES = offset_samples(float(OFFSET_GRID_SEC[0]))  # -32000
 AUDIO_ORIGIN = FIRST_SAMPLE + MIN_OFFSET_SAMPLES  # world sample of cached audio segment 0
 SEG_PER_STEP = STEP_SAMPLES // AUDIO_GRID         # 8 audio-grid steps per segment step
-GRID_PER_CLASS = 3200 // AUDIO_GRID               # 5 audio-grid steps per offset class (0.2 s)
+GRID_PER_CLASS = offset_samples(OFFSET_STEP_SEC) // AUDIO_GRID  # 5 audio-grid steps per offset class (0.2 s)
 IN_SYNC_ROW = GRID_PER_CLASS * (NUM_OFFSET_CLASSES - 1) // 2  # audio row of visual segment 0 at offset 0
 VISUAL_EVENT_SIGMA_SEC = 1.0 / FPS
 AUDIO_EVENT_SIGMA_SEC = 0.06

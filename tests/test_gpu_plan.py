@@ -36,9 +36,9 @@ def test_reflect_index_equals_numpy_reflect_pad():
 
 def test_stft_source_index_frames_centre_on_hop():
     idx = plan.stft_source_index()
-    assert idx.shape == (plan.STFT_FRAMES, plan.N_FFT) == (65, 1024)
+    assert idx.shape == (plan.N_FRAMES, plan.N_FFT) == (65, 1024)
     assert idx.min() >= 0 and idx.max() < plan.SEG_SAMPLES
-    np.testing.assert_array_equal(idx[:64, plan.N_FFT // 2], np.arange(64) * plan.HOP)  # frame k centred on 160k
+    np.testing.assert_array_equal(idx[:64, plan.N_FFT // 2], np.arange(64) * plan.HOP_LENGTH)  # frame k centred on 160k
     assert idx[64, plan.N_FFT // 2] == 10238                                         # 10240 reflected
     np.testing.assert_array_equal(idx[0, :512], np.arange(512, 0, -1))                 # left reflection
     with pytest.raises(ValueError):

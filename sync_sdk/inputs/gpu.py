@@ -247,18 +247,18 @@ class GpuFeatures:
         out = self._view("mel", (n, 1, N_MELS, SPEC_FRAMES))
         if n == 0:
             return out
-        rows = n * plan.STFT_FRAMES
+        rows = n * plan.N_FRAMES
         stft = self._view("stft", (rows, plan.N_FFT))
         spec = self._view("spec", (rows, plan.N_BINS))
         grid, block = plan.grid_1d(rows * plan.N_FFT)
         i32 = np.int32
         self._k_frame(grid, block, (pcm_dev, starts_dev, self._window, stft, i32(n), i32(SEG_SAMPLES),
-                                    i32(plan.STFT_FRAMES), i32(plan.N_FFT), i32(plan.HOP),
+                                    i32(plan.N_FRAMES), i32(plan.N_FFT), i32(plan.HOP_LENGTH),
                                     i32(self._win_lo), i32(self._win_hi)))
         from cupy.cuda import cufft
         self._fft_plan(rows).fft(stft, spec, cufft.CUFFT_FORWARD)
         self._k_mel((SPEC_FRAMES, n), (N_MELS,),
-                    (spec, *self._bands, out, i32(plan.STFT_FRAMES), i32(plan.N_BINS), i32(N_MELS),
+                    (spec, *self._bands, out, i32(plan.N_FRAMES), i32(plan.N_BINS), i32(N_MELS),
                      i32(SPEC_FRAMES), np.float32(plan.LOG_EPS), np.float32(plan.AST_MEAN),
                      np.float32(2.0 * np.float32(plan.AST_STD))),
                     shared_mem=plan.N_BINS * 4)

@@ -17,19 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from sync_sdk.geometry import CROP_SIZE, N_MELS, SEG_FRAMES, SEG_SAMPLES, SPEC_FRAMES
+from sync_sdk.inputs.cpu import AST_MEAN, AST_STD, HOP_LENGTH, LOG_EPS, N_FFT, N_FRAMES
+from sync_sdk.media import SHORT_SIDE
 
-# Audio (SPEC 1.7): torchaudio MelSpectrogram(16000, n_fft=1024, win_length=400, hop=160, n_mels=128).
-N_FFT = 1024
-WIN_LENGTH = 400
-HOP = 160
+# Audio (SPEC 1.7): the log-mel constants of inputs/cpu.py; video: shortest side 256, centre crop 224.
 N_BINS = N_FFT // 2 + 1                     # 513 one-sided bins
-STFT_FRAMES = 1 + SEG_SAMPLES // HOP        # 65 frames per 10240-sample segment (centre=True)
-LOG_EPS = 1e-6
-AST_MEAN = -4.2677393
-AST_STD = 4.5689974
 
-# Video: shortest side 256, centre crop 224, 16 frames per segment.
-SHORT_SIDE = 256
 PIXELS_PER_THREAD = 4                       # crop kernel: 4 adjacent pixels of one row per thread
 
 BLOCK = 256                                 # threads per block of the grid-stride kernels
@@ -67,8 +60,8 @@ def reflect_index(j: np.ndarray, n: int) -> np.ndarray:
     return np.where(j >= n, 2 * (n - 1) - j, j)
 
 
-def stft_source_index(seg_len: int = SEG_SAMPLES, n_frames: int = STFT_FRAMES, n_fft: int = N_FFT,
-                      hop: int = HOP) -> np.ndarray:
+def stft_source_index(seg_len: int = SEG_SAMPLES, n_frames: int = N_FRAMES, n_fft: int = N_FFT,
+                      hop: int = HOP_LENGTH) -> np.ndarray:
     """(n_frames, n_fft) sample index read for tap t of frame k: reflect(k*hop + t - n_fft/2, seg_len)."""
     if n_fft // 2 >= seg_len:
         raise ValueError(f"reflect padding of {n_fft // 2} needs segments longer than that, got {seg_len}")
@@ -133,12 +126,12 @@ def emulate_log_mel(pcm: np.ndarray, starts: np.ndarray, window: np.ndarray, fba
         frames = pcm[s + idx] * win                                       # (65, 1024) float32
         spec = np.fft.rfft(frames.astype(np.float64), axis=-1).astype(np.complex64)
         power = spec.real * spec.real + spec.imag * spec.imag             # float32
-        mel = np.zeros((STFT_FRAMES, N_MELS), np.float32)
+        mel = np.zeros((N_FRAMES, N_MELS), np.float32)
         for m in range(N_MELS):
             lo, ln, off = bands.lo[m], bands.length[m], bands.offset[m]
             mel[:, m] = power[:, lo:lo + ln] @ bands.weights[off:off + ln]
         logmel = np.zeros((N_MELS, SPEC_FRAMES), np.float32)
-        k = min(STFT_FRAMES, SPEC_FRAMES)
+        k = min(N_FRAMES, SPEC_FRAMES)
         logmel[:, :k] = np.log(mel[:k].T + np.float32(LOG_EPS))
         out[n, 0] = (logmel - np.float32(AST_MEAN)) / (np.float32(AST_STD) * np.float32(2.0))
     return out
@@ -309,8 +302,8 @@ def feature_buffers(max_segments: int, max_frame_bytes: int, video_dtype) -> dic
     return {
         "pcm": ((max_segments * SEG_SAMPLES,), np.float32),
         "starts": ((max_segments,), np.int64),
-        "stft": ((max_segments * STFT_FRAMES, N_FFT), np.float32),
-        "spec": ((max_segments * STFT_FRAMES, N_BINS), np.complex64),
+        "stft": ((max_segments * N_FRAMES, N_FFT), np.float32),
+        "spec": ((max_segments * N_FRAMES, N_BINS), np.complex64),
         "mel": ((max_segments, 1, N_MELS, SPEC_FRAMES), np.float32),
         "frames": ((max_frame_bytes,), np.uint8),
         "frame_index": ((n_out_frames,), np.int32),
