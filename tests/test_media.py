@@ -4,6 +4,7 @@ Every media file is tiny and generated here with PyAV. Frame i of a generated vi
 level(i) with a red top-left marker; `click_sec` puts a white frame and an audio burst at that time.
 """
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -317,12 +318,7 @@ def test_silence_warns(media_dir):
 
 
 def test_corrupt_packets_are_skipped_with_a_warning(media_dir):
-    path = write_media(media_dir / "to_corrupt.mp4", seconds=4.0, size=(128, 96))
-    data = bytearray(path.read_bytes())
-    lo, hi = int(len(data) * 0.45), int(len(data) * 0.55)
-    data[lo:hi] = np.random.default_rng(1).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
-    bad = media_dir / "corrupt.mp4"
-    bad.write_bytes(bytes(data))
+    bad = corrupt_media(media_dir)
     with pytest.warns(CorruptMediaWarning, match=r"packet\(s\) skipped") as record:
         clip = read_clip(bad)
     messages = [str(w.message) for w in record]
@@ -330,6 +326,17 @@ def test_corrupt_packets_are_skipped_with_a_warning(media_dir):
     assert any("audio" in m and "filled with silence" in m for m in messages)
     assert len(clip.frames) == 100 and abs(len(clip.audio) - 64000) <= 1024  # still aligned, full length
     assert grey(clip.frames[:40]) == pytest.approx([level(i) for i in range(40)], abs=2)
+
+
+def corrupt_media(folder) -> Path:
+    """A 4-s 128x96 file (`write_media`) with the middle tenth of its bytes overwritten by noise (seed 1)."""
+    path = write_media(folder / "to_corrupt.mp4", seconds=4.0, size=(128, 96))
+    data = bytearray(path.read_bytes())
+    lo, hi = int(len(data) * 0.45), int(len(data) * 0.55)
+    data[lo:hi] = np.random.default_rng(1).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    bad = folder / "corrupt.mp4"
+    bad.write_bytes(bytes(data))
+    return bad
 
 
 def test_grid_segments_of_a_generated_clip(six_sec):

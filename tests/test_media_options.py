@@ -15,7 +15,7 @@ from sync_sdk.errors import (
 )
 from sync_sdk.inputs.presets import get_preset
 from sync_sdk.media import load_audio_16k, read_audio, read_clip, read_video_crops, read_video_slots, resize_short_crop
-from tests.test_media import grey, level, write_media
+from tests.test_media import corrupt_media, grey, level, write_media
 
 AV_BENCHMARK, SYNCHFORMER = get_preset("av-benchmark"), get_preset("synchformer")
 
@@ -97,12 +97,7 @@ def test_every_reader_raises_the_same_errors(tmp_path, preset):
 
 
 def test_native_frames_skip_corrupt_packets_with_a_warning(tmp_path):
-    path = write_media(tmp_path / "to_corrupt.mp4", seconds=4.0, size=(128, 96))
-    data = bytearray(path.read_bytes())
-    lo, hi = int(len(data) * 0.45), int(len(data) * 0.55)
-    data[lo:hi] = np.random.default_rng(1).integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
-    bad = tmp_path / "corrupt.mp4"
-    bad.write_bytes(bytes(data))
+    bad = corrupt_media(tmp_path)
     with pytest.warns(CorruptMediaWarning, match=r"video packet\(s\) skipped"):
         frames = read_video_crops(bad, Native)
     assert grey(frames[:40]) == pytest.approx([level(i) for i in range(40)], abs=2)

@@ -174,8 +174,8 @@ def test_scorer_isolates_a_failing_clip(tiny_model, pq):
     assert [r["status"] for r in rows] == ["error", "ok", "error"]
     assert (rows[0]["error"], rows[0]["message"]) == ("RuntimeError", "NaN input")
     assert (rows[2]["error"], rows[2]["message"]) == ("MediaNotFoundError", "gone")
-    from sync_sdk.serving.ray_batch import clip_logits
-    expected = clip_logits(engine.encoder, vid[1:], aud[1:])[0]
+    from tiny_engine import single_view_logits
+    expected = single_view_logits(engine.encoder, vid[1:], aud[1:])[0]
     assert rows[1]["class_index"] == int(np.argmax(expected))
     np.testing.assert_allclose(rows[1]["probs"], np.exp(expected) / np.exp(expected).sum(), atol=1e-5)
 

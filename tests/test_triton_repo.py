@@ -285,10 +285,11 @@ def load_bls(repo: Path, fake: FakeTriton):
 
 
 def test_bls_model_gives_the_sdk_logits(repo, export_dir):
+    from tiny_engine import single_view_logits
+
     from sync_sdk.backends.onnxruntime_backend import OnnxRuntimeBackend
     from sync_sdk.engine import SyncEngine
     from sync_sdk.results import SyncResult
-    from sync_sdk.serving.ray_batch import clip_logits
 
     fake = FakeTriton(repo)
     model = load_bls(repo, fake)
@@ -303,7 +304,7 @@ def test_bls_model_gives_the_sdk_logits(repo, export_dir):
     responses = asyncio.run(model.execute(requests))
 
     engine = SyncEngine(OnnxRuntimeBackend.from_dir(export_dir))
-    expected = clip_logits(engine.encoder, vid, aud)
+    expected = single_view_logits(engine.encoder, vid, aud)
     ok = [responses[0], responses[2]]
     got = np.concatenate([fake.get_output_tensor_by_name(r, "logits").as_numpy() for r in ok])
     np.testing.assert_allclose(got, expected, atol=1e-5)

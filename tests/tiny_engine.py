@@ -43,3 +43,10 @@ def media_arrays(duration_sec: float, seed: int = 3, size=(256, 320)):
     from sync_sdk.synthetic import generate_clip
     clip = generate_clip(seed, duration_sec=duration_sec, size=size)
     return clip.frames, 25, clip.audio, 16000
+
+
+def single_view_logits(encoder, vid: np.ndarray, aud: np.ndarray) -> np.ndarray:
+    """Logits (B, num_classes) through the segment-encoding seam of B single-view windows: vid
+    (B, S, 16, 3, 224, 224), aud (B, S, 1, 128, 66) with S = the model's n_segments."""
+    from sync_sdk.inputs.views import View
+    return encoder.views_logits([[View(0.0, 0.0, v, a)] for v, a in zip(vid, aud)])

@@ -45,7 +45,7 @@ def read_span(source, start_sec: float = 0.0, duration_sec: float | None = None)
     in memory start_sec counts from their first frame and is rounded to the nearest frame."""
     if is_path(source):
         clip = read_clip(source, start_sec=start_sec, duration_sec=duration_sec)
-        return MediaSpan.from_clip(clip).named(str(source))
+        return MediaSpan.from_clip(clip, str(source))
     span = as_span(source)
     v = int(round(start_sec * FPS))
     if v < 0 or v >= len(span.frames):

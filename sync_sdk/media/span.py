@@ -51,19 +51,14 @@ class MediaSpan:
         self.audio, self.first_sample = self.audio[cut:], self.first_sample + cut
 
     @classmethod
-    def empty(cls, frame_shape: tuple[int, ...] = (0, 0, 3), name: str | None = None) -> "MediaSpan":
-        """A span holding nothing yet, from slot 0 and sample 0."""
-        return cls(np.zeros((0, *frame_shape), np.uint8), 0, np.zeros(0, np.float32), 0, name)
+    def empty(cls, name: str | None = None) -> "MediaSpan":
+        """A span holding nothing yet, from slot 0 and sample 0 (`extend` sets the frame size)."""
+        return cls(np.zeros((0, 0, 0, 3), np.uint8), 0, np.zeros(0, np.float32), 0, name)
 
     @classmethod
-    def from_clip(cls, clip) -> "MediaSpan":
+    def from_clip(cls, clip, name: str | None = None) -> "MediaSpan":
         """The span of an AVClip: its first frame is slot round(start_sec * 25), its audio starts with it."""
         first = int(round(clip.start_sec * FPS))
-        return cls(clip.frames, first, clip.audio, first * SAMPLES_PER_FRAME, None,
+        return cls(clip.frames, first, clip.audio, first * SAMPLES_PER_FRAME, name,
                    clip.start_sec + clip.duration_sec)
 
-
-    def named(self, name: str | None) -> "MediaSpan":
-        """This span with `name` set (returns self)."""
-        self.name = name
-        return self

@@ -43,7 +43,6 @@ import numpy as np
 from sync_sdk.engine import SyncEngine
 from sync_sdk.errors import BackendError, InputError
 from sync_sdk.inputs.views import View, view_inputs
-from sync_sdk.runtime.encoder import SegmentEncoder
 from sync_sdk.runtime.loading import model_shift_views
 from sync_sdk.runtime.views import SINGLE_VIEW
 from sync_sdk.serving.ray_results import (
@@ -96,12 +95,6 @@ def row_views(batch: dict, i: int) -> list[View]:
     crops = list(np.asarray(batch["vid"][i]))  # one array object per crop: its views share its features
     return [View(float(d), float(s), crops[k], a) for d, s, k, a in
             zip(batch["view_shift"][i], batch["view_start"][i], batch["view_vid"][i], np.asarray(batch["aud"][i]))]
-
-
-def clip_logits(encoder: SegmentEncoder, vid: np.ndarray, aud: np.ndarray) -> np.ndarray:
-    """Logits (B, num_classes) of B single-view windows: vid (B, S, 16, 3, 224, 224), aud (B, S, 1, 128, 66)
-    with S = the model's n_segments."""
-    return encoder.views_logits([[View(0.0, 0.0, v, a)] for v, a in zip(vid, aud)])
 
 
 class ClipScorer:
