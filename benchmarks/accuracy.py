@@ -112,7 +112,7 @@ class Evaluator:
         out = []
         for view in views:
             if view.start_sec not in video:
-                video[view.start_sec] = model.encode_video(torch.from_numpy(view.vid))
+                video[view.start_sec] = model.encode_video(torch.from_numpy(np.asarray(view.vid)))
             out.append((video[view.start_sec], model.encode_audio(torch.from_numpy(view.aud))))
         return out
 

@@ -6,6 +6,9 @@
 
 --checkpoint: a file (official .pt, state-dict .pt/.pth/.npz, our .safetensors), an official id,
 or "tiny" (the tiny config with seeded random weights).
+
+Exit codes, as `sync-sdk`: 0 done, 2 bad input, 3 model or runtime error (a missing package of the
+`export` extra included).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
-from sync_sdk.errors import SyncSDKError  # noqa: E402
+from sync_sdk.errors import InputError, SyncSDKError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
-    from sync_sdk.export_onnx import export_model, resolve_backend
-
     try:
+        from sync_sdk.export_onnx import export_model, resolve_backend
+
         precision = args.precision
         if precision is None:
             precision = "fp16" if resolve_backend(args.backend, "fp16")[0] == "tensorrt" else "fp32"
@@ -54,9 +57,12 @@ def main(argv: list[str] | None = None) -> int:
                                      overwrite=True)
             print(f"wrote Triton models {', '.join(info['models'])} ({info['kind']}, {info['max_clips']} clips "
                   f"per batch) to {args.triton_repo}")
-    except SyncSDKError as e:
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SyncSDKError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

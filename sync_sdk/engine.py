@@ -12,6 +12,8 @@ Windows are the official 5-s crops (14 segments of 16 frames / 10240 samples, st
 """
 from __future__ import annotations
 
+import inspect
+import numbers
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,7 +25,8 @@ from sync_sdk.analysis.offset_search import OffsetSearchResult, search_offset
 from sync_sdk.analysis.visual_features import visual_features
 from sync_sdk.config import ModelConfig
 from sync_sdk.errors import BackendError, InputError
-from sync_sdk.inputs.views import view_inputs
+from sync_sdk.geometry import check_seconds
+from sync_sdk.inputs.views import View, view_inputs
 from sync_sdk.media.source import normalise_source, source_name
 from sync_sdk.results import SyncResult, Timeline, softmax
 from sync_sdk.runtime.cache import SegmentCache
@@ -33,13 +36,17 @@ from sync_sdk.runtime.scan import scan
 from sync_sdk.runtime.stream import SyncStream
 
 DEFAULT_CACHE_CAPACITY = 256
+ENGINE_OPTIONS = ("cache_capacity", "max_batch", "shift_views")  # from_pretrained's keywords for the engine
+LOADING_OPTIONS = tuple(p for p in inspect.signature(load_backend).parameters  # ... and for load_backend
+                        if p not in ("name_or_path", "backend", "device", "precision"))
 
 
 class SyncEngine:
     """Predicts audio-visual offsets with one backend (see `from_pretrained`).
 
     backend: any object with the `backends.base.Backend` protocol. cache_capacity: segment features
-    kept per kind for scan (0 = no cache). max_batch: segments per encoder call. features: how scan
+    kept per kind for scan (0 = no cache). max_batch: segments per encoder call (video segments go to a
+    CPU backend one at a time: SegmentEncoder.video_batch). features: how scan
     and stream make segment inputs (CpuFeatures, GpuFeatures; None = default_features(backend)).
     shift_views: audio shifts (s) whose views `predict`, `synchronizability`, `scan`, `stream` and
     `search_offset` combine (views.py);
@@ -83,11 +90,16 @@ class SyncEngine:
         backend: "auto" | "tensorrt" | "onnxruntime" | "torch". auto = TensorRT on a GPU with engines,
         else ONNX Runtime from an export directory (CUDA provider when present, else CPU), else torch
         for a checkpoint. device: "auto" | "cpu" | "cuda" | "cuda:N". precision: "auto" | "fp32" |
-        "fp16" | "int8" (what the export holds). kwargs: threads, allow_unsafe, cache_capacity, max_batch,
-        shift_views.
+        "fp16" | "int8" (what the export holds). kwargs: threads, allow_unsafe, max_checkpoint_bytes (the
+        largest tensor data a checkpoint may declare; default 4 GiB or $SYNC_SDK_MAX_CHECKPOINT_BYTES),
+        cache_capacity, max_batch, shift_views; others are an InputError.
         `engine.info()` says what was picked and why.
         """
-        engine_kwargs = {k: kwargs.pop(k) for k in ("cache_capacity", "max_batch", "shift_views") if k in kwargs}
+        unknown = sorted(set(kwargs) - set(ENGINE_OPTIONS) - set(LOADING_OPTIONS))
+        if unknown:
+            raise InputError(f"from_pretrained: unknown option(s) {', '.join(unknown)}; expected any of "
+                             f"{', '.join(sorted(ENGINE_OPTIONS + LOADING_OPTIONS))}")
+        engine_kwargs = {k: kwargs.pop(k) for k in ENGINE_OPTIONS if k in kwargs}
         be, details = load_backend(name_or_path, backend=backend, device=device, precision=precision, **kwargs)
         return cls(be, model_id=details.get("model_id", ""), details=details, **engine_kwargs)
 
@@ -121,24 +133,29 @@ class SyncEngine:
                       offset_sec: float | Sequence[float] = 0.0) -> list[SyncResult]:
         """`predict` for many clips: all their segments go through the encoders in batches."""
         self._require_variant("sync", "predict")
-        starts, offsets = _per_item(start_sec, len(sources)), _per_item(offset_sec, len(sources))
-        logits = self._clip_logits([(s, st, off) for s, st, off in zip(sources, starts, offsets)])
-        return [SyncResult.from_logits(lg, start_sec=st, source=source_name(s))
-                for lg, s, st in zip(logits, sources, starts)]
+        if isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence):
+            raise InputError(f"predict_batch takes a list of sources, got {type(sources).__name__}; use "
+                             "predict() for one")
+        starts = _per_item(start_sec, len(sources), "start_sec")
+        offsets = _per_item(offset_sec, len(sources), "offset_sec")
+        views = self._clip_views([(s, st, off) for s, st, off in zip(sources, starts, offsets)])
+        logits = self.encoder.views_logits(views)
+        return [SyncResult.from_logits(lg, start_sec=st, source=source_name(s), flags=vs[0].flags,
+                                       views=[(v.shift_sec, v.start_sec) for v in vs])
+                for lg, s, st, vs in zip(logits, sources, starts, views)]
 
     def synchronizability(self, source, start_sec: float = 0.0) -> float:
         """Probability (0..1) that the clip can be synchronised at all: the 2-class model on the
         first 13 segments of the window (official evaluation), the mean log-odds of its `shift_views`.
         Needs a synchronizability checkpoint."""
         self._require_variant("synchronizability", "synchronizability")
-        logits = self._clip_logits([(source, start_sec, 0.0)])
+        logits = self.encoder.views_logits(self._clip_views([(source, check_seconds(start_sec, "start_sec"), 0.0)]))
         return float(softmax(logits)[0, 1])
 
-    def _clip_logits(self, items: list[tuple]) -> np.ndarray:
-        """(len(items), classes) answers for (source, start_sec, offset_sec) items, each combined from
-        its shift views; a view sharing another's video crop reuses its features."""
-        return self.encoder.views_logits([view_inputs(normalise_source(source), start, offset, self.shift_views)
-                                          for source, start, offset in items])
+    def _clip_views(self, items: list[tuple]) -> list[list[View]]:
+        """The shift views' model inputs of (source, start_sec, offset_sec) items (inputs/views.py)."""
+        return [view_inputs(normalise_source(source), start, offset, self.shift_views)
+                for source, start, offset in items]
 
     # ---------------------------------------------------------------- whole files
     def scan(self, source, hop_sec: float = 0.32, *, batch_windows: int = 8, cache: bool = True,
@@ -203,11 +220,14 @@ class SyncEngine:
         return f"SyncEngine(model={self.model_id!r}, backend={self.backend.name!r})"
 
 
-def _per_item(value, n: int) -> list:
-    if isinstance(value, (int, float)):
-        return [float(value)] * n
-    value = list(value)
+def _per_item(value, n: int, name: str) -> list[float]:
+    """`value` (s) for each of n sources: one number for all, or a sequence of n numbers."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (numbers.Real, Sequence, np.ndarray)):
+        raise InputError(f"{name} must be a number of seconds or one per source, got {type(value).__name__} "
+                         f"{value!r}")
+    if isinstance(value, numbers.Real):
+        return [check_seconds(value, name)] * n
     if len(value) != n:
-        raise InputError(f"expected {n} values (one per source), got {len(value)}")
-    return value
+        raise InputError(f"{name}: expected {n} values (one per source), got {len(value)}")
+    return [check_seconds(v, name) for v in value]
 

@@ -78,9 +78,18 @@ class InvalidArrayError(InputError):
     """Frames or audio passed as arrays have an unusable shape, size, dtype or rate."""
 
 
+class UnsupportedMediaError(MediaDecodeError):
+    """The media declares a frame size, aspect ratio or audio rate outside the supported range; it is
+    refused before decoding (it would take unbounded memory or time)."""
+
+
 class CorruptMediaWarning(SyncSDKWarning):
     """Some packets could not be demuxed or decoded and were skipped; the rest was used."""
 
 
 class SilentAudioWarning(SyncSDKWarning):
     """The audio of the requested window is silent: the offset prediction carries no information."""
+
+
+class MissingDependencyError(SyncSDKError, ImportError):
+    """An optional package is not installed; the message names the `pip install` that brings it."""

@@ -16,6 +16,7 @@ Every constant of the model's time and input layout is defined here once.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -130,8 +131,18 @@ def n_windows(n_frames: int, n_samples: int) -> int:
     return max(0, min(j_v, j_a) + 1)
 
 
+def check_seconds(value, name: str) -> float:
+    """`value` (s) as a finite float, else InputError naming the argument `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number of seconds, got {value}")
+    return float(value)
+
+
 def hop_segments(hop_sec: float) -> int:
     """A hop in seconds as a whole number of 0.32-s grid steps (>= 1); other hops are an error."""
+    hop_sec = check_seconds(hop_sec, "hop_sec")
     k = round(hop_sec / STEP_SEC)
     if k < 1 or abs(k * STEP_SEC - hop_sec) > 1e-6:
         raise InputError(f"hop_sec must be a positive multiple of {STEP_SEC} s (0.32 k), got {hop_sec}")

@@ -17,7 +17,7 @@ from sync_sdk.geometry import IN_SYNC_CLASS, NUM_OFFSET_CLASSES, class_to_offset
 
 TOPK = 5
 CSV_FIELDS = ("window", "start_sec", "end_sec", "offset_sec", "class_index", "confidence", "in_sync",
-              "in_sync_tolerant")
+              "in_sync_tolerant", "views", "flags")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -34,6 +34,10 @@ class SyncResult:
     offset_sec: predicted offset (s), positive = audio leads video; class_index: 0..20 (10 = in sync);
     probs: (21,) softmax probabilities; logits: (21,) raw head output; topk: the TOPK most likely
     (offset_sec, prob) pairs, best first; start_sec: media time of the window's crop start.
+    views: the (shift_sec, video_start_sec) of each shift view the answer combines (at a media's
+    edges a view whose audio lies outside is moved or left out, so the views can differ between calls).
+    flags: what the window's media lacks, "silent_audio" and/or "static_video": with either, the
+    answer rests on no evidence (`has_evidence` is False) whatever its confidence.
     """
 
     class_index: int
@@ -42,11 +46,13 @@ class SyncResult:
     start_sec: float = 0.0
     source: str | None = None
     topk: tuple[tuple[float, float], ...] = field(default=())
+    views: tuple[tuple[float, float], ...] = field(default=())
+    flags: tuple[str, ...] = field(default=())
 
     @classmethod
     def from_logits(cls, logits: np.ndarray, start_sec: float = 0.0, source: str | None = None,
-                    k: int = TOPK) -> "SyncResult":
-        """Build from (21,) offset logits."""
+                    k: int = TOPK, views=(), flags=()) -> "SyncResult":
+        """Build from (21,) offset logits; views: (shift_sec, video_start_sec) pairs; flags: names."""
         logits = np.asarray(logits, dtype=np.float32).reshape(-1)
         if logits.shape != (NUM_OFFSET_CLASSES,):
             raise ValueError(f"expected {NUM_OFFSET_CLASSES} offset logits, got shape {logits.shape}")
@@ -54,7 +60,8 @@ class SyncResult:
         order = np.argsort(-probs, kind="stable")[:k]
         topk = tuple((class_to_offset(int(i)), float(probs[i])) for i in order)
         return cls(class_index=int(order[0]), probs=probs, logits=logits, start_sec=float(start_sec),
-                   source=source, topk=topk)
+                   source=source, topk=topk, views=tuple(sorted((float(d), float(v)) for d, v in views)),
+                   flags=tuple(flags))
 
     @property
     def offset_sec(self) -> float:
@@ -64,6 +71,11 @@ class SyncResult:
     def confidence(self) -> float:
         """Probability of the predicted class."""
         return float(self.probs[self.class_index])
+
+    @property
+    def has_evidence(self) -> bool:
+        """Both streams carry something to match (no flags); False: the offset means nothing."""
+        return not self.flags
 
     @property
     def in_sync(self) -> bool:
@@ -85,6 +97,9 @@ class SyncResult:
             "confidence": self.confidence,
             "in_sync": self.in_sync,
             "in_sync_tolerant": self.in_sync_tolerant,
+            "has_evidence": self.has_evidence,
+            "flags": list(self.flags),
+            "views": [{"shift_sec": d, "video_start_sec": round(v, 6)} for d, v in self.views],
             "topk": [{"offset_sec": o, "prob": p} for o, p in self.topk],
             "probs": [float(p) for p in self.probs],
         }
@@ -133,19 +148,24 @@ class Timeline:
         return np.stack([w.probs for w in self.windows]) if self.windows else np.zeros((0, 21), np.float32)
 
     def summary(self) -> dict:
-        """Whole-file verdict: the class with the highest mean probability over the windows."""
+        """Whole-file verdict over the windows with evidence (`has_evidence`): the class with the highest
+        mean probability (offset_sec; its mean probability, mean_prob), or offset_sec None when no
+        window has evidence. n_flagged counts the windows without."""
         if not self.windows:
             return {"n_windows": 0}
-        mean = self.probs.mean(axis=0)
+        used = [w for w in self.windows if w.has_evidence]
+        out = {"n_windows": len(self.windows), "n_flagged": len(self.windows) - len(used)}
+        if not used:
+            return {**out, "offset_sec": None, "mean_prob": None}
+        mean = np.stack([w.probs for w in used]).mean(axis=0)
         k = int(np.argmax(mean))
-        offs = self.offset_sec
         return {
-            "n_windows": len(self.windows),
+            **out,
             "offset_sec": class_to_offset(k),
             "mean_prob": float(mean[k]),
-            "median_window_offset_sec": float(np.median(offs)),
-            "fraction_in_sync": float(np.mean([w.in_sync for w in self.windows])),
-            "fraction_in_sync_tolerant": float(np.mean([w.in_sync_tolerant for w in self.windows])),
+            "median_window_offset_sec": float(np.median([w.offset_sec for w in used])),
+            "fraction_in_sync": float(np.mean([w.in_sync for w in used])),
+            "fraction_in_sync_tolerant": float(np.mean([w.in_sync_tolerant for w in used])),
         }
 
     def rows(self) -> list[dict]:
@@ -154,6 +174,7 @@ class Timeline:
             "window": i, "start_sec": round(w.start_sec, 6), "end_sec": round(w.start_sec + self.window_sec, 6),
             "offset_sec": w.offset_sec, "class_index": w.class_index, "confidence": round(w.confidence, 6),
             "in_sync": w.in_sync, "in_sync_tolerant": w.in_sync_tolerant,
+            "views": " ".join(f"{d:+.1f}" for d, _ in w.views), "flags": " ".join(w.flags),
         } for i, w in enumerate(self.windows)]
 
     def to_dict(self, probs: bool = False) -> dict:

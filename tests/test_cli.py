@@ -116,15 +116,19 @@ def test_batch_records_failures_and_resumes(capsys, work, tmp_path):
     assert [r["status"] for r in recs] == ["ok", "error", "ok", "error"]
     assert recs[3]["error"] == "MediaNotFoundError" and "missing.mp4" in recs[3]["message"]
     assert recs[0]["result"]["offset_sec"] in [round(-2 + 0.2 * k, 1) for k in range(21)]
-    # a crash mid-line: the partial line is ignored and closed; only files without an ok line run again
+    # a cut last line goes; --resume skips every file with a line (exit 1: two of them are errors)
     with open(out, "a") as f:
         f.write('{"file": "trunc')
-    code, _, err = run(["batch", work / "a.mp4", work / "not_media.mp4", "--list", lst, "--out", out,
-                        "--resume", "--quiet", *model(work)], capsys)
-    assert code == EXIT_SOME_FAILED and '"skipped": 2' in err
-    lines = out.read_text().splitlines()
-    assert len(lines) == 4 + 1 + 2 and lines[4] == '{"file": "trunc'
-    assert {Path(json.loads(ln)["file"]).name for ln in lines[5:]} == {"not_media.mp4", "missing.mp4"}
+    argv = ["batch", work / "a.mp4", work / "not_media.mp4", "--list", lst, "--out", out, "--quiet", *model(work)]
+    code, _, err = run([*argv, "--resume"], capsys)
+    assert code == EXIT_SOME_FAILED and '"skipped": 4' in err and '"failed_before": 2' in err
+    assert out.read_text().splitlines() == [json.dumps(r) for r in recs]
+    # --retry-failed runs the two failed files again; their new lines replace the old ones
+    code, _, err = run([*argv, "--retry-failed"], capsys)
+    assert code == EXIT_SOME_FAILED and '"skipped": 2' in err and '"failed": 2' in err
+    again = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [Path(r["file"]).name for r in again] == ["a.mp4", "b.mp4", "not_media.mp4", "missing.mp4"]
+    assert again[:2] == [recs[0], recs[2]] and [r["status"] for r in again[2:]] == ["error", "error"]
 
 
 def test_batch_without_inputs_is_a_usage_error(capsys, tmp_path):

@@ -1,5 +1,8 @@
 """download_checkpoint against a local HTTP server on 127.0.0.1 serving a generated file."""
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -8,6 +11,7 @@ import numpy as np
 import pytest
 
 from sync_sdk.errors import CheckpointError, DownloadError
+from sync_sdk.weights import download
 from sync_sdk.weights.download import DEFAULT_CHECKPOINT, OFFICIAL_CHECKPOINTS, download_checkpoint
 
 DATA = np.random.default_rng(0).bytes(3 * 1024 * 1024 + 123)
@@ -17,7 +21,8 @@ PATH = f"/models/{ID}/{ID}.pt"
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Serves DATA at PATH; `server.mode` picks a fault: truncate, truncate-once, no-range, slow."""
+    """Serves DATA at PATH; `server.mode` picks a fault: truncate, truncate-once, no-range, slow, gated (a
+    third of the body, then the rest once `server.gate` is set)."""
 
     def do_GET(self):
         srv = self.server
@@ -41,6 +46,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         cut = srv.mode == "truncate" or (srv.mode == "truncate-once" and len(srv.requests) == 1)
+        if srv.mode == "gated":
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            srv.gate.wait(timeout=30)
+            body = body[len(body) // 3:]
         self.wfile.write(body[: len(body) // 3] if cut else body)
 
     def log_message(self, *args):
@@ -54,7 +64,7 @@ def server(monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads, srv.block_on_close = True, False
-    srv.mode, srv.requests = "ok", []
+    srv.mode, srv.requests, srv.gate = "ok", [], threading.Event()
     srv.base = f"http://127.0.0.1:{srv.server_address[1]}/models"
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -171,3 +181,81 @@ def test_any_address_downloads_into_the_cache(server, tmp_path):
 def test_unknown_id():
     with pytest.raises(CheckpointError, match="unknown checkpoint id 'nope'.*24-01-04T16-39-21"):
         download_checkpoint("nope")
+
+
+# --- one download per file across processes ----------------------------------------------------------
+def _files(tmp_path):
+    return sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+
+
+def _wait_for(condition, seconds=30.0):
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def _process(server, tmp_path):
+    """A separate Python process that downloads ID into tmp_path, printing 'ready' first, then the path."""
+    code = ("from sync_sdk.weights.download import download_checkpoint\nprint('ready', flush=True)\n"
+            f"print(download_checkpoint({ID!r}, {str(tmp_path)!r}, progress=False, base_url={server.base!r}, "
+            f"md5={MD5!r}, retries=0))")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_processes_download_the_file_once(server, tmp_path):
+    """The second process starts while the first is mid-body: it waits on the lock (sending no request),
+    then returns the file the first one finished and checked."""
+    server.mode = "gated"
+    first = _process(server, tmp_path)
+    _wait_for(lambda: len(server.requests) == 1 and _part(tmp_path).exists())
+    second = _process(server, tmp_path)
+    assert second.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    assert second.poll() is None and len(server.requests) == 1  # waiting, not downloading
+    assert _files(tmp_path) == [f"{ID}.pt.lock", f"{ID}.pt.part"]
+    server.gate.set()
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert out.split()[-1] == str(_final(tmp_path))
+    assert hashlib.md5(_final(tmp_path).read_bytes()).hexdigest() == MD5
+    assert server.requests == [(PATH, None)]
+    assert _files(tmp_path) == [f"{ID}.pt"]  # no .part, no .lock
+
+
+def test_two_processes_started_together(server, tmp_path):
+    server.mode = "slow"  # 1 s before the answer: both are inside download_checkpoint by then
+    procs = [_process(server, tmp_path) for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert out.split() == ["ready", str(_final(tmp_path))]
+    assert _final(tmp_path).read_bytes() == DATA and len(server.requests) == 1
+    assert _files(tmp_path) == [f"{ID}.pt"]
+
+
+def test_waiting_on_a_stalled_download_times_out(server, tmp_path):
+    dest = _final(tmp_path)
+    dest.parent.mkdir(parents=True)
+    with download._download_lock(dest, 1.0, ID):  # held as another process would: flock per open file
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match=f"another process holds .*{ID}.pt.lock.*no progress for 0.3 s"):
+            _get(server, tmp_path, lock_timeout=0.3)
+        assert time.monotonic() - start < 5
+    assert server.requests == [] and _files(tmp_path) == []
+
+
+def test_lock_file_fallback_without_fcntl(server, tmp_path, monkeypatch):
+    """Without fcntl the lock is an exclusively created file: a fresh one is waited on, a stale one
+    (no change for _STALE_LOCK_S) is taken over."""
+    monkeypatch.setattr(download, "fcntl", None)
+    lock = tmp_path / "checkpoints" / f"{ID}.pt.lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    with pytest.raises(DownloadError, match="no progress for 0.3 s"):
+        _get(server, tmp_path, lock_timeout=0.3)
+    old = time.time() - download._STALE_LOCK_S - 10
+    os.utime(lock, (old, old))
+    assert _get(server, tmp_path, lock_timeout=5).read_bytes() == DATA
+    assert _files(tmp_path) == [f"{ID}.pt"] and len(server.requests) == 1

@@ -172,7 +172,7 @@ def test_int8_variant_quantises_weights_only(cli_export):
 def test_backend_tensorrt_fails_clearly_without_tensorrt(tmp_path, capsys):
     rc = build_engine.main(["--checkpoint", "tiny", "--out", str(tmp_path), "--backend", "tensorrt"])
     err = capsys.readouterr().err
-    assert rc == 2 and "needs TensorRT and an NVIDIA GPU" in err and "tensorrt package is not installed" in err
+    assert rc == 3 and "needs TensorRT and an NVIDIA GPU" in err and "tensorrt package is not installed" in err
     assert not any(tmp_path.iterdir())
 
 

@@ -2,7 +2,10 @@
 and the whole job on a local 2-CPU Ray cluster (generated clips, the tiny model, failing files, a
 resumed run through the CLI). Results are checked against SyncEngine.predict on the same files."""
 import csv
+import os
 import sys
+import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -12,11 +15,12 @@ from sync_sdk.serving.ray_batch import ClipScorer, import_ray, plan_workers, run
 from sync_sdk.serving.ray_results import (
     ClipJob,
     ShardWriter,
+    check_out_dir,
     error_row,
-    finished_keys,
     ok_row,
     read_clip_manifest,
     read_results,
+    row_status,
     rows_table,
     shard_paths,
 )
@@ -111,8 +115,8 @@ def test_shards_resume_keys_and_results(tmp_path, pq):
     assert [p.name for p in shard_paths(tmp_path)] == [
         "part-20260101T000000-aaaaaa-00000.parquet", "part-20260101T000000-aaaaaa-00001.parquet",
         "part-20260102T000000-bbbbbb-00000.parquet"]
-    assert finished_keys(tmp_path) == {("/a", 0.0, 0.0), ("/b", 0.0, 0.0), ("/c", 1.0, 0.0)}
-    assert finished_keys(tmp_path, retry_failed=False) == finished_keys(tmp_path) | {("/d", 0.0, 0.0)}
+    assert row_status(tmp_path) == {("/a", 0.0, 0.0): "ok", ("/b", 0.0, 0.0): "ok", ("/c", 1.0, 0.0): "ok",
+                                    ("/d", 0.0, 0.0): "error"}  # an ok row beats an error row
     t = read_results(tmp_path)
     assert t.schema.names[:4] == ["path", "start_sec", "input_offset_sec", "status"]
     rows = {(r["path"], r["start_sec"]): r for r in t.to_pylist()}
@@ -124,7 +128,26 @@ def test_shards_resume_keys_and_results(tmp_path, pq):
     assert a["sync_prob"] is None and len(a["probs"]) == 21 and abs(sum(a["probs"]) - 1) < 1e-5
     (tmp_path / "part-zzz-00000.parquet").write_bytes(b"not parquet")
     with pytest.warns(SyncSDKWarning, match="unreadable"):
-        assert len(finished_keys(tmp_path)) == 3
+        assert len(row_status(tmp_path)) == 4
+
+
+def test_out_dir_modes(tmp_path, pq):
+    out = tmp_path / "scores"
+    assert check_out_dir(out, "new") == out and not out.exists()  # created by the job, its parent must exist
+    w = ShardWriter(out, "20260101T000000-aaaaaa")
+    w.add(rows_table([fake_row("/a")]))
+    w.flush()
+    (out / ".part-x.parquet.tmp").write_bytes(b"cut")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="--resume.*--retry-failed.*--overwrite"):
+        check_out_dir(out, "new")
+    assert check_out_dir(out, "resume") == out and len(shard_paths(out)) == 1
+    check_out_dir(out, "overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # shards (and cut ones) go, nothing else
+    with pytest.raises(InputError, match="is a file"):
+        check_out_dir(out / "notes.txt", "resume")
+    with pytest.raises(InputError, match="does not exist"):
+        check_out_dir(tmp_path / "no" / "scores", "new")
 
 
 def test_synchronizability_rows(pq):
@@ -249,11 +272,36 @@ def test_job_on_local_ray(ray_cluster, clips, tiny_model, tmp_path, pq):
     # resumed through the CLI, with one more clip: finished files are skipped, failed ones retried
     with open(manifest, "a") as f:
         f.write("c0.mp4,1.0,0\n")
-    assert main(["batch", "--ray", str(manifest), "--out", str(out), "--model", tiny_model, "--quiet"]) == 1
+    argv = ["batch", "--ray", str(manifest), "--out", str(out), "--model", tiny_model, "--quiet"]
+    assert main(argv) == 2 and len(shard_paths(out)) == 1  # a folder with shards needs one of the three
+    assert main([*argv, "--retry-failed"]) == 1
     t = read_results(out)
     assert t.num_rows == 6 and len(shard_paths(out)) == 2
     latest = pq.read_table(shard_paths(out)[-1]).to_pylist()
     assert sorted((r["path"].rsplit("/", 1)[-1], r["status"]) for r in latest) == [
         ("c0.mp4", "ok"), ("missing.mp4", "error"), ("notmedia.mp4", "error")]
     again = run_ray_batch(manifest, out, tiny_model, retry_failed=False, progress=False)
-    assert (again.skipped, again.ok, again.failed, again.shards) == (6, 0, 0, [])
+    assert (again.skipped, again.ok, again.failed, again.failed_before, again.shards) == (6, 0, 0, 2, [])
+    assert main([*argv, "--resume"]) == 1  # nothing to run; two inputs' rows are errors
+
+
+def test_a_killed_model_actor_is_replaced(ray_cluster, clips, tiny_model, tmp_path, pq):
+    """SIGKILL the model actor while it scores a batch: Ray starts another that scores the batch again,
+    and every input ends with exactly one row."""
+    from benchmarks.faults.kills import kill_actor_mid_batch
+    manifest = write_csv(clips / "m_kill.csv", [("c0.mp4", "", ""), ("c1.mp4", "", ""), ("notmedia.mp4", "", ""),
+                                                ("c2.mp4", "", "")])
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=lambda: killed.append(
+        kill_actor_mid_batch(os.getpid(), 0.1, lambda: not done.is_set(), timeout=120)))
+    killer.start()
+    try:
+        s = run_ray_batch(manifest, tmp_path / "scores", tiny_model, batch_size=1, progress=False)
+    finally:
+        done.set()
+        killer.join()
+    assert killed[0] > 0 and (s.total, s.ok, s.failed) == (4, 3, 1)
+    rows = pq.read_table(shard_paths(tmp_path / "scores")[0]).to_pylist()
+    assert Counter(r["path"].rsplit("/", 1)[-1] for r in rows) == Counter(["c0.mp4", "c1.mp4", "notmedia.mp4", "c2.mp4"])
+    pids = {r["worker"].rsplit(":", 1)[1] for r in rows if r["status"] == "ok"}
+    assert pids - {str(killed[0])}  # the replacement actor scored the batch the killed one had

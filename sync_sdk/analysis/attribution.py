@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -209,7 +210,7 @@ def attribute(encoder: SegmentEncoder, source, trials: int | dict = 64, *, start
               method: str = "mean_diff", grid: tuple[int, int] = (7, 7), n_bands: int = 8,
               spatial_frames: int = 3, seed: int = 0, batch_trials: int = 8,
               cache: SegmentCache | None = None, png: str | Path | None = None,
-              events_sec=None) -> Attribution:
+              events_sec=None, progress: Callable[[int, int], None] | None = None) -> Attribution:
     """Attribute the offset prediction of the 5-s window at `start_sec` of `source` to its parts.
 
     source: path | AVClip | MediaSpan | (frames, fps, audio, sample_rate). trials: per family (int) or
@@ -217,7 +218,8 @@ def attribute(encoder: SegmentEncoder, source, trials: int | dict = 64, *, start
     grid: (rows, cols) of the spatial cells; n_bands: mel bands of the spectral cells;
     spatial_frames: visual segments the patch family corrupts (the top "video" segments).
     cache: features cache (default: a private one for this call). png: also write the plot there
-    (events_sec: times to mark on it). Same seed, same trials.
+    (events_sec: times to mark on it). Same seed, same trials. progress(trials_done, trials_total) is
+    called after each batch of trials.
 
     Each moment lies in two overlapping segments. When the prediction is near-certain (p close to 1),
     corrupting one of them moves nothing and the scores fade into noise; corrupt_prob=0.7 with
@@ -244,13 +246,18 @@ def attribute(encoder: SegmentEncoder, source, trials: int | dict = 64, *, start
                                   source=source_name(source))
     p0 = base.probs
     rng = np.random.default_rng(seed)
+    done, total = 0, sum(n_trials.values())
 
     def run(n_units: int, n: int, tags) -> np.ndarray:
+        nonlocal done
         masks = _masks(rng, n, n_units, corrupt_prob)
         effects = []
         for i in range(0, n, batch_trials):
             vt, at = zip(*(tags(m) for m in masks[i:i + batch_trials]))
             effects.append(effect(p0, softmax(win.logits(list(vt), list(at))), measure))
+            done += len(vt)
+            if progress:
+                progress(done, total)
         return unit_scores(masks, np.concatenate(effects), method)
 
     scores: dict[str, np.ndarray] = {}

@@ -3,19 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sync_sdk.errors import SyncSDKError
+from sync_sdk.extras import require_module
 from sync_sdk.results import Timeline
 
 
 def plot_timeline(timeline: Timeline, path: str | Path, title: str | None = None) -> Path:
     """Write a PNG/PDF/SVG: predicted offset (s, positive = audio leads) and its probability over the
     window centre times (s). Needs matplotlib (pip install 'sync-sdk[plot]')."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise SyncSDKError("plotting needs matplotlib (pip install 'sync-sdk[plot]')") from e
+    require_module("matplotlib", "plot", "plotting").use("Agg", force=False)
+    import matplotlib.pyplot as plt
     centre = timeline.start_sec + timeline.window_sec / 2
     fig, (ax_off, ax_conf) = plt.subplots(2, 1, sharex=True, figsize=(9, 5), constrained_layout=True)
     ax_off.axhline(0.0, color="0.7", lw=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sync_sdk.errors import SyncSDKError
+from sync_sdk.extras import require_module
 from sync_sdk.geometry import CROP_SIZE
 
 MAX_FRAMES = 4
@@ -19,11 +19,8 @@ def plot_attribution(attr, path: str | Path, events_sec=None, title: str | None 
     """Write the Attribution `attr` as an image (format from the suffix: png, pdf, svg).
 
     events_sec: media times (s) to mark on the timeline (e.g. known cues)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise SyncSDKError("plotting needs matplotlib (pip install 'sync-sdk[plot]')") from e
+    FigureCanvasAgg = require_module("matplotlib.backends.backend_agg", "plot", "plotting").FigureCanvasAgg
+    Figure = require_module("matplotlib.figure", "plot", "plotting").Figure
     frames = [] if attr.spatial is None or attr.frames is None else list(attr.frames)
     segs = list(attr.spatial_segments)
     if len(frames) > MAX_FRAMES:  # patch trials over every segment: show a few, evenly spread

@@ -1,4 +1,4 @@
-"""The sync-sdk command line: `sync-sdk COMMAND` (main.py), analysis commands in analysis.py."""
+"""The sync-sdk command line: `sync-sdk COMMAND` (main.py; models.py, analysis.py; options in args.py)."""
 from sync_sdk.cli.main import main
 
 __all__ = ["main"]

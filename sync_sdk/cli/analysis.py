@@ -12,7 +12,9 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from sync_sdk.cli.args import check_output, check_plot, finite_float
 from sync_sdk.errors import InputError
 from sync_sdk.serving.desync_jobs import desync_dir
 
@@ -21,8 +23,12 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
     """Add the four subcommands to the argparse subparsers `sub`."""
     fmt = argparse.RawDescriptionHelpFormatter
 
-    def run(fn):
-        return lambda args: fn(args, make_engine(args))
+    def run(fn, check=None):
+        def call(args):
+            if check:  # output paths and optional packages, before the model is loaded
+                check(args)
+            return fn(args, make_engine(args))
+        return call
 
     def wrap(text: str) -> str:
         return textwrap.fill(text, 90)
@@ -38,7 +44,7 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
     sp.add_argument("--videos", required=True, type=Path, help="folder of videos (or one video file)")
     sp.add_argument("--audios", required=True, type=Path, help="folder of generated audio (or one file)")
     sp.add_argument("--out", type=Path, help="JSONL output, one line per clip (required for folders)")
-    sp.add_argument("--duration", type=float, help="clip length in seconds (default: each audio's length)")
+    sp.add_argument("--duration", type=finite_float, help="clip length in seconds (default: each audio's length)")
     sp.add_argument("--protocol", choices=["first_last", "cover"], default="first_last",
                     help="first_last: av-benchmark; cover: non-overlapping windows over the whole clip")
     sp.add_argument("--preset", choices=["av-benchmark", "synchformer"], default="av-benchmark")
@@ -46,7 +52,7 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
     sp.add_argument("--resume", action="store_true", help="skip clips that already have an ok line in --out")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(sp)
-    sp.set_defaults(func=run(cmd_desync))
+    sp.set_defaults(func=run(cmd_desync, lambda a: check_output(a.out, "--out")))
 
     sp = sub.add_parser(
         "attribute", help="which segments / regions the prediction rests on (PNG + JSON)", formatter_class=fmt,
@@ -55,7 +61,7 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
             "time-frequency cells, spatial patches) over many trials and score each part by how much "
             "corrupting it moves the predicted offset distribution."))
     sp.add_argument("file", metavar="FILE")
-    sp.add_argument("--start", type=float, default=0.0, help="window start in seconds")
+    sp.add_argument("--start", type=finite_float, default=0.0, help="window start in seconds")
     sp.add_argument("--trials", type=int, default=64, help="trials per family")
     sp.add_argument("--families", nargs="+", choices=["audio", "video", "spectral", "patch"],
                     default=["audio", "video", "spectral", "patch"])
@@ -67,8 +73,9 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--png", type=Path, help="write the figure here")
     sp.add_argument("--json", type=Path, help="write the scores here (default: stdout)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(sp)
-    sp.set_defaults(func=run(cmd_attribute))
+    sp.set_defaults(func=run(cmd_attribute, check_attribute))
 
     sp = sub.add_parser(
         "search-offset", help="offsets beyond +-2 s: shift the audio in steps and combine", formatter_class=fmt,
@@ -76,9 +83,9 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
             "Estimate an offset up to +-MAX seconds (positive = audio leads) by running the model on the "
             "video against the audio shifted in --step increments and combining the predictions."))
     sp.add_argument("file", metavar="FILE")
-    sp.add_argument("--max-offset", type=float, default=6.0, help="largest |offset| searched (s)")
-    sp.add_argument("--step", type=float, default=1.6, help="shift step (s), a multiple of 0.2")
-    sp.add_argument("--start", type=float, help="preferred video window start (default: the middle)")
+    sp.add_argument("--max-offset", type=finite_float, default=6.0, help="largest |offset| searched (s)")
+    sp.add_argument("--step", type=finite_float, default=1.6, help="shift step (s), a multiple of 0.2")
+    sp.add_argument("--start", type=finite_float, help="preferred video window start (default: the middle)")
     sp.add_argument("--json", action="store_true", help="print JSON (every shift included)")
     add_model_args(sp, views=True)
     sp.set_defaults(func=run(cmd_search_offset))
@@ -90,9 +97,9 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
     sp.add_argument("file", metavar="FILE")
     sp.add_argument("--out", type=Path, required=True, help=".npy output")
     sp.add_argument("--preset", choices=["av-benchmark", "synchformer"], default="av-benchmark")
-    sp.add_argument("--duration", type=float, help="only the first seconds")
+    sp.add_argument("--duration", type=finite_float, help="only the first seconds")
     add_model_args(sp)
-    sp.set_defaults(func=run(cmd_visual_features))
+    sp.set_defaults(func=run(cmd_visual_features, lambda a: check_output(a.out, "--out", (".npy",))))
 
 
 def cmd_desync(args, engine) -> int:
@@ -110,13 +117,23 @@ def cmd_desync(args, engine) -> int:
     return 1 if summary["n_failed"] else 0
 
 
+def check_attribute(args) -> None:
+    check_plot(args.png, "--png")
+    check_output(args.json, "--json")
+
+
 def cmd_attribute(args, engine) -> int:
-    attr = engine.attribute(args.file, trials=args.trials, start_sec=args.start, families=args.families,
-                     corrupt_prob=args.corrupt_prob, measure=args.measure, method=args.method,
-                     seed=args.seed, png=args.png)
+    with tqdm(desc="attribute", unit="trial", file=sys.stderr, disable=args.quiet) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        attr = engine.attribute(args.file, trials=args.trials, start_sec=args.start, families=args.families,
+                                corrupt_prob=args.corrupt_prob, measure=args.measure, method=args.method,
+                                seed=args.seed, png=args.png, progress=progress)
     text = json.dumps(attr.to_dict(), indent=2)
     if args.json:
         args.json.write_text(text + "\n")
+        print(f"{args.file}: scores written to {args.json}", file=sys.stderr)
     else:
         print(text)
     if args.png:

@@ -4,6 +4,11 @@
     model, model_id = load_model("tiny")
     export_model(model, "exports/tiny", model_id, precision="int8")
 """
+from sync_sdk.extras import require_module
+
+for _module in ("torch", "onnx", "onnxscript"):  # before the imports below, for a clear message
+    require_module(_module, "export", "exporting a model to ONNX")
+
 from sync_sdk.export_onnx.build import export_model, load_model, random_state_dict, resolve_backend
 from sync_sdk.export_onnx.graphs import OPSET, export_stage, stage_io
 from sync_sdk.export_onnx.hygiene import attention_report, hygiene_problems, op_counts

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,7 +27,7 @@ from sync_sdk.export_onnx.tensorrt_build import build_engine, profiles, tensorrt
 from sync_sdk.model import build_model, load_weights
 from sync_sdk.version import __version__
 from sync_sdk.weights.checkpoint import OFFICIAL_CHECKPOINTS, download_checkpoint, load_checkpoint
-from sync_sdk.weights.manifest import FORMAT, MANIFEST_NAME, PRECISIONS, STAGES, file_name, sha256_file
+from sync_sdk.weights.manifest import FORMAT, INFERENCE_FILE, MANIFEST_NAME, PRECISIONS, STAGES, file_name, sha256_file
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
@@ -96,6 +97,7 @@ def _clear(out_dir: Path) -> None:
                 list(out_dir.glob(f"{stage}.*.engine")):
             p.unlink()
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    (out_dir / INFERENCE_FILE).unlink(missing_ok=True)
 
 
 def export_model(model, out_dir: str | Path, model_id: str | None = None, precision: str = "fp32",
@@ -104,7 +106,8 @@ def export_model(model, out_dir: str | Path, model_id: str | None = None, precis
                  say: Callable[[str], None] = log.info) -> dict:
     """Export `model` into `out_dir`; returns the manifest written there.
 
-    model: a Synchformer, or a checkpoint for `load_model` (file, official id, "tiny").
+    model: a Synchformer, or a checkpoint for `load_model` (file, official id, "tiny"); a checkpoint
+    file's folder's inference.json (how the model is run: its shift views) is carried into out_dir.
     precision: "fp32" | "fp16" | "int8" (fp32 graphs are always written; this adds the variant,
     the backends' default). variants: further ONNX precision variants to write (e.g. ("int8",)).
     backend: "onnxruntime" | "tensorrt" | "auto".
@@ -112,7 +115,9 @@ def export_model(model, out_dir: str | Path, model_id: str | None = None, precis
     for p in (precision, *variants):
         if p not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {p!r}")
+    inference = None
     if isinstance(model, (str, os.PathLike)):
+        inference = Path(model).parent / INFERENCE_FILE
         model, loaded_id = load_model(str(model), seed=seed)
         model_id = model_id or loaded_id
     backend, why = resolve_backend(backend, precision)
@@ -145,6 +150,10 @@ def export_model(model, out_dir: str | Path, model_id: str | None = None, precis
             files[engine.name] = {"stage": stage, "kind": "tensorrt", "precision": precision, **info}
             say(f"{stage}: built {engine.name}")
         files[TIMING_CACHE] = {"stage": None, "kind": "timing_cache", "precision": None}
+    if inference is not None and inference.is_file():
+        shutil.copyfile(inference, out / INFERENCE_FILE)
+        files[INFERENCE_FILE] = {"stage": None, "kind": "inference", "precision": None}
+        say(f"carried {inference} (how the model is run)")
     for name, entry in files.items():
         entry.update(sha256=sha256_file(out / name), bytes=(out / name).stat().st_size)
     manifest = {

@@ -13,25 +13,29 @@ from typing import Sequence
 import numpy as np
 
 from sync_sdk.errors import ClipTooShortError, SilentAudioWarning, WindowOutOfRangeError
-from sync_sdk.inputs.window import decode_span, window_audio, window_media, window_video
+from sync_sdk.inputs.window import WindowVideo, decode_span, window_audio, window_flags, window_media
 from sync_sdk.media.source import is_path, normalise_source
 
 
 @dataclass
 class View:
-    """One view's model inputs: vid (S, 16, 3, 224, 224), aud (S, 1, 128, 66); the video crop
-    starts at start_sec and the audio crop shift_sec after where the caller's offset puts it."""
+    """One view's model inputs: vid (S, 16, 3, 224, 224) float32, or a WindowVideo that makes it on
+    demand (np.asarray(vid)), aud (S, 1, 128, 66); the video crop starts at start_sec and the audio
+    crop shift_sec after where the caller's offset puts it; flags:
+    what its media lacks (`window_flags`: "silent_audio", "static_video")."""
 
     shift_sec: float
     start_sec: float
-    vid: np.ndarray
+    vid: np.ndarray | WindowVideo
     aud: np.ndarray
+    flags: tuple[str, ...] = ()
 
 
 def view_inputs(source, start_sec: float, offset_sec: float, shifts: Sequence[float]) -> list[View]:
     """The views of the window at start_sec (s) with the audio shifted by offset_sec (s), as
     `preprocess.prepare_inputs` makes them; the unshifted view first. A file is decoded once for all
-    views, and views with one video crop share one `vid` array."""
+    views, and views with one video crop share one `vid`: a WindowVideo, whose float32 input the
+    encoder makes a batch at a time."""
     order = (0.0, *(d for d in shifts if d != 0.0))
     # per view, the (start_sec, offset_sec) placements to try: the audio moved, else the video moved
     tries = [[(start_sec, offset_sec)] if d == 0.0 else
@@ -39,7 +43,7 @@ def view_inputs(source, start_sec: float, offset_sec: float, shifts: Sequence[fl
     source = normalise_source(source)
     if is_path(source):
         source = decode_span(source, [(off, start) for placements in tries for start, off in placements])
-    vids: dict[float, np.ndarray] = {}
+    vids: dict[float, WindowVideo] = {}
     out = []
     for d, candidates in zip(order, tries):
         for start, off in candidates:
@@ -53,7 +57,7 @@ def view_inputs(source, start_sec: float, offset_sec: float, shifts: Sequence[fl
                     raise
                 continue
             if start not in vids:
-                vids[start] = window_video(frames)
-            out.append(View(d, start, vids[start], window_audio(audio)))
+                vids[start] = WindowVideo(frames)
+            out.append(View(d, start, vids[start], window_audio(audio), window_flags(frames, audio)))
             break
     return out

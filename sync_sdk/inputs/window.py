@@ -17,6 +17,7 @@ import numpy as np
 from sync_sdk.errors import ClipTooShortError, SilentAudioWarning, WindowOutOfRangeError
 from sync_sdk.geometry import (
     CROP_SIZE,
+    N_SEGMENTS,
     SEG_FRAMES,
     SEG_SAMPLES,
     WINDOW_FRAMES,
@@ -35,6 +36,9 @@ from sync_sdk.media.source import as_span, is_path, source_name
 from sync_sdk.media.span import MediaSpan
 
 SILENCE_PEAK = 1e-4  # audio whose peak stays below this (-80 dBFS) is reported as silent
+STILL_LEVEL = 8  # a frame none of whose pixels moves more than this (8-bit levels) from the last is still
+STILL_STRIDE = 4  # the still test samples every 4th row and column
+EVIDENCE_FLAGS = ("silent_audio", "static_video")  # what `evidence_flags` can say, in its order
 
 
 def prepare_inputs(source, offset_sec: float = 0.0, start_sec: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +103,31 @@ def window_video(frames: np.ndarray) -> np.ndarray:
     return _video_at(frames, window_segment_starts(0, 0)[0])
 
 
+class WindowVideo:
+    """A window's video model input, made a few segments at a time: `vid[a:b]` gives segments a..b-1
+    as window_video does, (b - a, 16, 3, 224, 224) float32 (9.6 MB a segment); np.asarray(vid) all
+    14 (135 MB). It holds only the window's frames (125, H, W, 3) uint8 (a view of what was decoded)."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self.frames = frames
+        self._starts = window_segment_starts(0, 0)[0]
+        self.shape = (len(self._starts), SEG_FRAMES, 3, CROP_SIZE, CROP_SIZE)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice):
+            raise TypeError(f"WindowVideo takes slices of segments, got {index!r}")
+        return _video_at(self.frames, self._starts[index])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
 def window_audio(audio: np.ndarray) -> np.ndarray:
     """(14, 1, 128, 66) float32 audio input of a window's samples (80000,) float32."""
     return _audio_at(audio, window_segment_starts(0, 0)[1])
@@ -118,6 +147,36 @@ def audio_segments(clip: AVClip, seg_ids, offset_sec: float = 0.0) -> np.ndarray
     starts = [segment_sample(g, offset_samples(offset_sec)) for g in seg_ids]
     _check_range(starts, SEG_SAMPLES, len(clip.audio), "audio samples")
     return _audio_at(clip.audio, starts)
+
+
+def evidence_flags(frames: np.ndarray, audio: np.ndarray) -> tuple[str, ...]:
+    """What one stream lacks in the frames (T, H, W, 3) uint8 and samples (N,) a model sees:
+    "silent_audio" (peak below SILENCE_PEAK) and "static_video" (no frame moves more than STILL_LEVEL
+    from the one before). Over grid segments, a window's flags are those all its segments carry."""
+    flags = []
+    if not len(audio) or float(np.max(np.abs(audio))) < SILENCE_PEAK:
+        flags.append("silent_audio")
+    sampled = frames[:, ::STILL_STRIDE, ::STILL_STRIDE].astype(np.int16)
+    if len(sampled) < 2 or int(np.abs(np.diff(sampled, axis=0)).max()) <= STILL_LEVEL:
+        flags.append("static_video")
+    return tuple(flags)
+
+
+def window_flags(frames: np.ndarray, audio: np.ndarray) -> tuple[str, ...]:
+    """`evidence_flags` of the part of a window's crop, frames (125, H, W, 3) and samples (80000,), that
+    its segments cover."""
+    n = N_SEGMENTS - 1
+    return evidence_flags(frames[segment_frame(0):segment_frame(n) + SEG_FRAMES],
+                          audio[segment_sample(0):segment_sample(n) + SEG_SAMPLES])
+
+
+def span_flags(span: MediaSpan, first_segment: int, n_segments: int) -> tuple[str, ...]:
+    """`evidence_flags` of grid segments first_segment.. (n_segments of them) of a span (grid
+    coordinates; the span must hold their frames and samples)."""
+    last = first_segment + n_segments - 1
+    f0, a0 = segment_frame(first_segment) - span.first_frame, segment_sample(first_segment) - span.first_sample
+    return evidence_flags(span.frames[f0:segment_frame(last) + SEG_FRAMES - span.first_frame],
+                          span.audio[a0:segment_sample(last) + SEG_SAMPLES - span.first_sample])
 
 
 def warn_if_silent(audio: np.ndarray, where: str) -> None:

@@ -22,12 +22,14 @@ from typing import Iterator
 import av
 import numpy as np
 
-from sync_sdk.errors import MediaDecodeError, NoAudioStreamError
+from sync_sdk.errors import MediaDecodeError, NoAudioStreamError, UnsupportedMediaError
 from sync_sdk.geometry import SAMPLE_RATE
 from sync_sdk.media.container import Decoder, audio_stream, round_half_away
 
 _AUDIO_PREROLL_SEC = 0.25  # decoder warm-up (AAC/MP3/Opus overlap) and resampler history
 _GAP_SEC = 0.01  # audio timestamp jumps larger than this are treated as gaps
+RATES = (1_000, 1_000_000)  # sample rates (Hz) accepted from a file: resampling to 16 kHz scales by 1/62.5..16
+_ZEROS = 1 << 20  # samples of silence handed out at a time for a gap (bounds memory on absurd timestamp jumps)
 
 
 def read_audio_samples(path: str | os.PathLike, first: int, stop: int | None) -> np.ndarray:
@@ -57,30 +59,34 @@ class AudioDecoder(Decoder):
         self.stream = audio_stream(self.container)
         if self.stream is None:
             raise NoAudioStreamError(f"{path} has no audio stream; an audio track is needed")
+        if self.stream.codec_context.sample_rate:  # 0: not known before decoding
+            self._check_rate(self.stream.codec_context.sample_rate)
 
     def native(self) -> np.ndarray:
         """(N,) float32: every sample decoded from the first packet, at the stream's rate."""
         resampler = av.AudioResampler(format="fltp")
-        pcm = [mono(resampler.resample(frame)) for frame in self._decoded(self.stream)]
-        return np.concatenate(pcm + [mono(resampler.resample(None))])
+        pcm = [self._resampled(resampler, frame) for frame in self._decoded(self.stream)]
+        return np.concatenate(pcm + [self._resampled(resampler, None)])
 
     def samples(self, first: int, stop: int | None) -> Iterator[np.ndarray]:
         """Consecutive chunks covering samples first, first+1, ... (< stop, or to the end) at 16 kHz;
         samples before the stream's first timestamp and in timestamp gaps are zeros."""
         start_sec = first / SAMPLE_RATE
-        self._seek(self.stream, 0.0 if start_sec <= _AUDIO_PREROLL_SEC else start_sec - _AUDIO_PREROLL_SEC)
+        from_start = start_sec <= _AUDIO_PREROLL_SEC
+        self._seek(self.stream, 0.0 if from_start else start_sec - _AUDIO_PREROLL_SEC)
         out = _Placer(first, stop)
         resampler = setup = expect = None
         anchored = False
         pos = 0  # sample index of the next resampler output
         for frame in self._decoded(self.stream):
+            self._check_rate(frame.sample_rate)
             t = self._time(frame.pts, self.stream) if frame.pts is not None else (expect or Fraction(0))
             key = (frame.format.name, frame.layout.name, frame.sample_rate)
             jump = expect is not None and abs(t - expect) > _GAP_SEC
             if jump and t > expect:
                 self.log.gaps.append((float(expect), float(t)))
             if resampler is not None and (jump or key != setup):  # gap or new format: flush
-                pcm = mono(resampler.resample(None))
+                pcm = self._resampled(resampler, None)
                 yield from out.place(pcm, pos)
                 pos += len(pcm)
                 resampler = None
@@ -92,13 +98,31 @@ class AudioDecoder(Decoder):
                 pos, anchored = anchor if not anchored else max(pos, anchor), True
             if resampler is None:
                 resampler, setup = av.AudioResampler(format="fltp", layout=frame.layout, rate=SAMPLE_RATE), key
-            pcm = mono(resampler.resample(frame))
+            pcm = self._resampled(resampler, frame)
             yield from out.place(pcm, pos)
             pos += len(pcm)
             if out.done:
                 return
         if resampler is not None:
-            yield from out.place(mono(resampler.resample(None)), pos)
+            yield from out.place(self._resampled(resampler, None), pos)
+        elif from_start and not self.log.decoded:
+            raise self.nothing_decoded()
+
+    def _check_rate(self, rate: int) -> None:
+        """UnsupportedMediaError for a sample rate (Hz) outside RATES."""
+        if not RATES[0] <= rate <= RATES[1]:
+            raise UnsupportedMediaError(f"{self.path}: the audio stream has a sample rate of {rate} Hz; rates of "
+                                        f"{RATES[0]}-{RATES[1]} Hz are supported")
+
+    def _resampled(self, resampler, frame) -> np.ndarray:
+        """mono(resampler.resample(frame)); MediaDecodeError when FFmpeg cannot convert the stream's audio."""
+        try:
+            return mono(resampler.resample(frame))
+        except av.error.FFmpegError as e:
+            cc = self.stream.codec_context
+            raise MediaDecodeError(f"{self.path}: the audio ({cc.channels} channels, {cc.sample_rate} Hz) cannot be "
+                                   f"converted to 16 kHz mono ({e}); audio with a standard channel layout is "
+                                   f"needed") from e
 
 
 class _Placer:
@@ -116,11 +140,13 @@ class _Placer:
         end = pos + len(pcm) if self.stop is None else min(pos + len(pcm), self.stop)
         if end <= self.next:
             return
-        if pos > self.next:
-            yield np.zeros(pos - self.next, np.float32)
-            self.next = pos
-        yield pcm[self.next - pos:end - pos]
-        self.next = end
+        while self.next < min(pos, end):  # a hole before pcm (up to stop): zeros, _ZEROS at a time
+            n = min(pos, end, self.next + _ZEROS) - self.next
+            yield np.zeros(n, np.float32)
+            self.next += n
+        if end > self.next:
+            yield pcm[self.next - pos:end - pos]
+            self.next = end
 
 
 class Samples:

@@ -123,6 +123,8 @@ class DecodeLog:
         self.gaps: list[tuple[float, float]] = []  # stretches without data between decoded frames
         self.demux_errors = 0
         self.missing = 0  # frames the container declares but that never came
+        self.packets = 0  # packets read
+        self.decoded = 0  # frames the decoder gave
 
     def skip(self, time: float | None) -> None:
         self.skipped.append(math.nan if time is None else time)
@@ -184,12 +186,26 @@ class Decoder:
     def _decoded(self, stream) -> Iterator:
         """Decoded frames of `stream`; packets the decoder rejects are counted and skipped."""
         for packet in self._packets(stream):
+            self.log.packets += packet.size > 0  # not the empty packet that flushes the decoder
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:
                 self.log.skip(None if packet.pts is None else float(packet.pts * stream.time_base - self.origin))
                 continue
+            self.log.decoded += len(frames)
             yield from frames
+
+    def nothing_decoded(self) -> MediaDecodeError:
+        """The error for a stream read from its start that gave nothing to use."""
+        log = self.log
+        if not log.packets:
+            why = "no packet could be read from its start: it is empty, or its timestamps are too damaged to seek"
+        elif not log.decoded:
+            why = f"none of its {log.packets} packet(s) decoded" + (": the decoder rejected them" if log.skipped else "")
+        else:
+            why = f"none of its {log.decoded} decoded frame(s) has a usable timestamp"
+        return MediaDecodeError(f"{self.path}: the {self.kind} stream gave nothing to decode ({why}); a file "
+                                f"whose {self.kind} stream can be decoded is needed")
 
     def _time(self, pts: int, stream) -> Fraction:
         """Media time (s) of a timestamp of `stream`."""

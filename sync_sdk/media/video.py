@@ -40,7 +40,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from sync_sdk.errors import InvalidArrayError, MediaDecodeError, NoVideoStreamError
+from sync_sdk.errors import InvalidArrayError, MediaDecodeError, NoVideoStreamError, UnsupportedMediaError
 from sync_sdk.geometry import FPS
 from sync_sdk.media.container import Decoder, MediaInfo, probe, round_half_away, video_stream
 
@@ -50,6 +50,8 @@ _VIDEO_PREROLL_SLOTS = 2  # seek a little before the first slot: timestamps roun
 _CONVERT_AHEAD = 4  # frames converted to RGB ahead of the consumer
 _INTERPOLATION = "BILINEAR"  # swscale kernel for file frames (see the module docstring)
 _CHUNK = 16  # frames handed to a preset's crop at a time (bounds memory on large native frames)
+MAX_PIXELS = 8192 * 8192  # largest video frame (width x height) decoded from a file
+MAX_ASPECT = 16  # largest ratio of a file's frame sides ("short256" frames are then at most 256 x 4096)
 
 
 class FramePreset(Protocol):
@@ -107,9 +109,11 @@ class VideoDecoder(Decoder):
         self.stream.codec_context.thread_count = min(os.cpu_count() or 1, 8)
         if size == "native":
             self.shape = (self.stream.codec_context.height, self.stream.codec_context.width, 3)
+            check_frame_size(path, self.shape[1], self.shape[0])
             return
         if not info.width or not info.height:
             raise MediaDecodeError(f"{path}: no frame of the video stream could be decoded")
+        check_frame_size(path, info.width, info.height)
         self.rotation = info.rotation
         (self.scaled_h, self.scaled_w), (out_h, out_w) = target_size(info.height, info.width)
         self.shape = (out_h, out_w, 3)
@@ -194,6 +198,8 @@ class VideoDecoder(Decoder):
                 return
             pending = shown if pending is None else [slot, frame, None]
         if pending is None:
+            if seek_sec <= 0:  # read from the start: the stream has nothing to show
+                raise self.nothing_decoded()
             return
         if seek_sec <= 0 and self.stream.frames and n_decoded < self.stream.frames:
             self.log.missing = self.stream.frames - n_decoded  # read from the start to the end
@@ -226,6 +232,18 @@ def target_size(height: int, width: int) -> tuple[tuple[int, int], tuple[int, in
     short = min(width, height)
     scaled_w, scaled_h = int(width * SHORT_SIDE / short), int(height * SHORT_SIDE / short)
     return (scaled_h, scaled_w), (scaled_h // 2 * 2, scaled_w // 2 * 2)
+
+
+def check_frame_size(path, width: int, height: int) -> None:
+    """UnsupportedMediaError for a file's frames of more than MAX_PIXELS or with sides more than MAX_ASPECT
+    times apart: decoding or resizing them takes memory that only the header decides (checked before any
+    frame is allocated; 0 = not known yet)."""
+    if width <= 0 or height <= 0:
+        return
+    if width * height > MAX_PIXELS or max(width, height) > MAX_ASPECT * min(width, height):
+        raise UnsupportedMediaError(f"{path}: the video frames are {width}x{height}; frames of at most "
+                                    f"{MAX_PIXELS // 10 ** 6} Mpixels whose sides are at most {MAX_ASPECT} times "
+                                    f"apart are supported")
 
 
 def stack_frames(frames: list[np.ndarray], shape: tuple) -> np.ndarray:

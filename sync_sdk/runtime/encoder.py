@@ -38,6 +38,9 @@ from sync_sdk.runtime.cache import SegmentCache
 from sync_sdk.runtime.views import check_views, combine_views
 
 KINDS = ("audio", "video")
+# video segments per encoder call on a CPU backend: a segment's float32 input is 9.6 MB and its
+# activations more (~25 MB on ONNX Runtime for the bundled model), and larger batches are no faster
+CPU_VIDEO_BATCH = 1
 
 
 def default_features(backend: Backend):
@@ -55,8 +58,9 @@ def _device_index(device) -> int:
 
 class SegmentEncoder:
     """backend: any `Backend`; features: CpuFeatures | GpuFeatures (None = `default_features`);
-    max_batch: segments per encoder call; shift_views: audio shifts (s) whose views a window's answer
-    combines (runtime/views.py)."""
+    max_batch: segments per encoder call (video on a CPU backend: at most CPU_VIDEO_BATCH, which
+    bounds memory); shift_views: audio shifts (s) whose views a window's answer combines
+    (runtime/views.py)."""
 
     def __init__(self, backend: Backend, *, features=None, max_batch: int = 14,
                  shift_views: Sequence[float] = (0.0,)) -> None:
@@ -65,6 +69,7 @@ class SegmentEncoder:
         self.backend = check_backend(backend)
         self.config: ModelConfig = backend.config
         self.max_batch = int(max_batch)
+        self.video_batch = min(self.max_batch, CPU_VIDEO_BATCH) if str(backend.device) == "cpu" else self.max_batch
         self.features = features if features is not None else default_features(backend)
         self.shift_views = check_views(shift_views)
 
@@ -79,11 +84,12 @@ class SegmentEncoder:
 
     # ---------------------------------------------------------------- encoders
     def encode(self, kind: str, n: int, make: Callable[[range], object]):
-        """Features (n, tokens, dim) of segments 0..n-1, `max_batch` per encoder call; make(ids) gives
-        the model inputs of segments `ids` (NumPy or device arrays). Features stay where the backend
-        puts them (NumPy, or CuPy on a GPU backend)."""
+        """Features (n, tokens, dim) of segments 0..n-1, `max_batch` (video: `video_batch`) per encoder
+        call; make(ids) gives the model inputs of segments `ids` (NumPy or device arrays). Features stay
+        where the backend puts them (NumPy, or CuPy on a GPU backend)."""
         fn = self._encoder(kind)
-        outs = [fn(make(range(i, min(i + self.max_batch, n)))) for i in range(0, n, self.max_batch)]
+        step = self.video_batch if kind == "video" else self.max_batch
+        outs = [fn(make(range(i, min(i + step, n)))) for i in range(0, n, step)]
         if not outs:
             raise InputError(f"no {kind} segments to encode")
         return outs[0] if len(outs) == 1 else array_module(outs[0]).concatenate(outs)
@@ -116,7 +122,8 @@ class SegmentEncoder:
     # ---------------------------------------------------------------- whole windows
     def views_logits(self, items: Sequence[Sequence[View]]) -> np.ndarray:
         """(len(items), classes) answers of windows given as their views' model inputs (`view_inputs`),
-        each combined from its views (`combine_views`); views sharing a `vid` array share its features."""
+        each combined from its views (`combine_views`); views sharing a `vid` share its features. Video
+        inputs are sliced (or made, from a `WindowVideo`) one encoder batch at a time."""
         n = self.config.n_segments
         vids, auds, vrows, owner, shifts = [], [], [], [], []
         for i, views in enumerate(items):
@@ -124,14 +131,13 @@ class SegmentEncoder:
             for view in views:
                 if id(view.vid) not in rows:
                     rows[id(view.vid)] = len(vids)
-                    vids.append(view.vid[:n])
+                    vids.append(view.vid)
                 vrows.append(rows[id(view.vid)])
                 auds.append(view.aud[:n])
                 owner.append(i)
                 shifts.append(view.shift_sec)
-        vin = vids[0] if len(vids) == 1 else np.concatenate(vids)
         ain = auds[0] if len(auds) == 1 else np.concatenate(auds)
-        vfeat = self.encode("video", len(vin), lambda ids: vin[ids.start:ids.stop])
+        vfeat = self.encode("video", len(vids) * n, lambda ids: _stacked_rows(vids, n, ids))
         afeat = self.encode("audio", len(ain), lambda ids: ain[ids.start:ids.stop])
         vfeat = vfeat.reshape(len(vids), n, *vfeat.shape[1:])
         if len(vrows) > len(vids):
@@ -176,6 +182,13 @@ class SegmentEncoder:
             if fit:
                 self.segment_features(cache, source_id, span, fit, "audio", shift)
 
+    def window_views(self, windows: Sequence[int], lo: int, hi: int) -> list[tuple[float, ...]]:
+        """Per grid window j, the shift views (s) whose audio lies in media samples [lo, hi)."""
+        n = self.config.n_segments
+        return [tuple(d for d, shift in zip(self.shift_views, self.view_shift_samples())
+                      if segment_sample(j, shift) >= lo and segment_sample(j + n - 1, shift) + SEG_SAMPLES <= hi)
+                for j in windows]
+
     def window_logits(self, cache: SegmentCache, source_id, span: MediaSpan, windows: Sequence[int],
                       audio_bounds: tuple[int, int] | None = None) -> np.ndarray:
         """Logits (len(windows), classes) of grid windows j (segments j..j+S-1) of `span`, features via
@@ -183,14 +196,14 @@ class SegmentEncoder:
         [lo, hi) (default: the samples `span` holds; the unshifted view must fit)."""
         n = self.config.n_segments
         lo, hi = (span.first_sample, span.end_sample) if audio_bounds is None else audio_bounds
+        fits = self.window_views(windows, lo, hi)
         vsegs = sorted({g for j in windows for g in range(j, j + n)})
         vfeat = self.segment_features(cache, source_id, span, vsegs, "video")
         vrow = {g: i for i, g in enumerate(vsegs)}
         xp = array_module(vfeat)
         heads, owner, shifts = [], [], []
         for d, shift in zip(self.shift_views, self.view_shift_samples()):
-            fit = [i for i, j in enumerate(windows)
-                   if segment_sample(j, shift) >= lo and segment_sample(j + n - 1, shift) + SEG_SAMPLES <= hi]
+            fit = [i for i in range(len(windows)) if d in fits[i]]
             if d == 0.0 and len(fit) < len(windows):
                 raise InputError(f"windows {[j for i, j in enumerate(windows) if i not in fit]} run past the audio given")
             if not fit:
@@ -207,3 +220,11 @@ class SegmentEncoder:
         logits, owner, shifts = np.concatenate(heads), np.asarray(owner), np.asarray(shifts)
         return np.stack([combine_views(self.config.variant, shifts[owner == i], logits[owner == i])
                          for i in range(len(windows))])
+
+
+def _stacked_rows(arrays: Sequence, n: int, ids: range) -> np.ndarray:
+    """Rows `ids` of the first n rows of each of `arrays` stacked, without stacking them all: arrays
+    are NumPy arrays or `WindowVideo`s (sliced, so only these rows are made)."""
+    parts = [arrays[k][max(ids.start - k * n, 0):min(ids.stop - k * n, n)]
+             for k in range(ids.start // n, (ids.stop - 1) // n + 1)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)

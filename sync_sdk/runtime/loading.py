@@ -143,8 +143,9 @@ def _precision(precision: str) -> str | None:
 
 
 def load_backend(name_or_path=None, backend: str = "auto", device: str = "auto", precision: str = "auto",
-                 threads: int | None = None, allow_unsafe: bool = False):
-    """(backend object, details dict) for a model name; details say what was picked and why."""
+                 threads: int | None = None, allow_unsafe: bool = False, max_checkpoint_bytes: int | None = None):
+    """(backend object, details dict) for a model name; details say what was picked and why.
+    max_checkpoint_bytes: cap on a checkpoint's tensor data (weights/limits.py; default 4 GiB)."""
     if backend not in BACKENDS:
         raise BackendError(f"backend must be one of {BACKENDS}, got {backend!r}")
     src = resolve_model(name_or_path)
@@ -190,7 +191,7 @@ def load_backend(name_or_path=None, backend: str = "auto", device: str = "auto",
         raise BackendError(f"{src.model_id} is a checkpoint; running it needs torch (pip install "
                            "'sync-sdk[torch]'), or export it once (`sync-sdk export`) and use ONNX Runtime")
     from sync_sdk.model import build_model, load_weights
-    ck = load_checkpoint(src.checkpoint, allow_unsafe=allow_unsafe)
+    ck = load_checkpoint(src.checkpoint, allow_unsafe=allow_unsafe, max_checkpoint_bytes=max_checkpoint_bytes)
     import torch
     if threads is not None:
         torch.set_num_threads(int(threads))

@@ -3,8 +3,9 @@
 Window j is the 5-s crop at frame 8j / sample 5120j of the source (geometry.py); a window is predicted
 as soon as its crop is decoded (with the audio its shift views read, views.py), in batches of
 `batch_windows`. Decoded media lives in one rolling MediaSpan: each chunk extends it and what no later
-window needs is dropped, so memory stays at a few windows whatever the media length. A window's shift
-views whose audio lies outside the media are left out (at its two ends).
+window needs is dropped, so memory stays at about one window's frames plus two chunks whatever the
+media length (benchmarks/faults/memory.py). A window's shift views whose audio lies outside the media
+are left out (at its two ends).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from sync_sdk.geometry import (
     segment_sample,
     window_start_sec,
 )
+from sync_sdk.inputs.window import span_flags
 from sync_sdk.media import iter_chunks, probe
 from sync_sdk.media.source import as_span, is_path, source_name
 from sync_sdk.media.span import MediaSpan
@@ -36,7 +38,9 @@ from sync_sdk.results import SyncResult, Timeline
 from sync_sdk.runtime.cache import SegmentCache
 from sync_sdk.runtime.encoder import SegmentEncoder
 
-CHUNK_SEC = 5.12  # decode this much media at a time (16 grid steps)
+# decode this much media at a time (4 grid steps): 32 frames (6 MB at 256 x 256) in the rolling span and
+# in the chunk decoded ahead; longer chunks only add memory (5.12 s: +150 MB peak)
+CHUNK_SEC = 1.28
 _scan_ids = itertools.count()
 
 
@@ -56,6 +60,37 @@ def read_chunks(source, chunk_sec: float | None = None) -> tuple[Iterator[tuple[
     return iter([(frames, audio)]), first, n_windows(len(frames), len(audio))
 
 
+class FrameBuffer:
+    """A scan's frames in one array reused chunk after chunk: the frames its span still holds move to
+    the front and the chunk is written after them, where MediaSpan.extend would copy the span into a
+    new array per chunk (and fragment the heap: 35 MB more peak RSS over a 20-min scan). Only for a
+    span nothing else holds views of."""
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None  # once set, the span's frames are a view of it
+        self.first = 0  # the slot of array[0]
+
+    def extend(self, span: MediaSpan, frames: np.ndarray, audio: np.ndarray) -> None:
+        """span.extend(frames, audio), the frames through the buffer (the first chunk of an empty span
+        is taken as is: an in-memory source comes as one chunk)."""
+        n, m = len(span.frames), len(frames)
+        if self.array is None and n == 0:
+            span.extend(frames, audio)
+            return
+        if self.array is None or n + m > len(self.array) or self.array.shape[1:] != frames.shape[1:]:
+            array = np.empty((n + 2 * m,) + frames.shape[1:], np.uint8)  # room for one more chunk
+            array[:n] = span.frames
+            self.array = array
+        else:
+            cut = span.first_frame - self.first
+            for i in range(n if cut else 0):  # forward, a frame at a time: the two ranges overlap
+                self.array[i] = self.array[cut + i]
+        self.array[n:n + m] = frames
+        self.first = span.first_frame
+        span.frames = self.array[:n + m]
+        span.extend(audio=audio)
+
+
 def scan(encoder: SegmentEncoder, cache: SegmentCache, source, hop_sec: float = STEP_SEC, *,
          batch_windows: int = 8, per_window: bool = False,
          progress: Callable[[int, int | None], None] | None = None) -> Timeline:
@@ -71,6 +106,7 @@ def scan(encoder: SegmentEncoder, cache: SegmentCache, source, hop_sec: float = 
     shifts = encoder.view_shift_samples()
     ahead, back = max(0, max(shifts)), max(0, -min(shifts))  # audio the shift views read past a crop
     span = MediaSpan.empty(name=name)  # grid coordinates: frame 0 and sample 0 are the source's first
+    buffer = FrameBuffer()
     results: list[SyncResult] = []
     j = 0  # next window to predict
     ended = False
@@ -78,7 +114,8 @@ def scan(encoder: SegmentEncoder, cache: SegmentCache, source, hop_sec: float = 
         chunk = next(chunks, None)
         ended = chunk is None
         if not ended:
-            span.extend(*chunk)
+            buffer.extend(span, *chunk)
+            span.drop_before(segment_frame(j), segment_sample(j) - back)  # media a hop skips is never kept
         # windows whose crop is decoded, with the audio of their later views unless the media has ended
         ready = list(range(j, n_windows(span.end_frame, span.end_sample if ended else span.end_sample - ahead), k))
         for b in range(0, len(ready), batch_windows):
@@ -87,8 +124,11 @@ def scan(encoder: SegmentEncoder, cache: SegmentCache, source, hop_sec: float = 
                 logits = np.concatenate([encoder.window_logits(cache, source_id, span, [w]) for w in batch])
             else:
                 logits = encoder.window_logits(cache, source_id, span, batch)
-            results += [SyncResult.from_logits(lg, start_sec=window_start_sec(w, first_frame), source=name)
-                        for lg, w in zip(logits, batch)]
+            views = encoder.window_views(batch, span.first_sample, span.end_sample)
+            results += [SyncResult.from_logits(lg, start_sec=window_start_sec(w, first_frame), source=name,
+                                               views=[(d, window_start_sec(w, first_frame)) for d in vs],
+                                               flags=span_flags(span, w, encoder.config.n_segments))
+                        for lg, w, vs in zip(logits, batch, views)]
             j = batch[-1] + k
             # keep only what later windows need: from the first segment of window j on, and the audio
             # of its earlier views (with a hop longer than a window that may lie beyond what is decoded)

@@ -25,9 +25,9 @@ import numpy as np
 from sync_sdk.errors import InputError
 from sync_sdk.geometry import MODEL_RANGE_SEC, NUM_OFFSET_CLASSES, OFFSET_STEP_SEC
 from sync_sdk.results import softmax
+from sync_sdk.weights.manifest import INFERENCE_FILE
 
 SINGLE_VIEW = (0.0,)
-INFERENCE_FILE = "inference.json"
 MAX_SHIFT_SEC = 1.0
 ROBUST = 0.05  # weight of the uniform distribution mixed into each view's or shift's probabilities
 _HALF = (NUM_OFFSET_CLASSES - 1) // 2  # class of residual 0

@@ -16,7 +16,7 @@ from sync_sdk.analysis.desync import desync_batch
 from sync_sdk.engine import SyncEngine
 from sync_sdk.errors import InputError
 from sync_sdk.inputs.presets import get_preset
-from sync_sdk.serving.jsonl import open_output, read_records, write_record
+from sync_sdk.serving.jsonl import open_output, read_records
 
 VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".aac", ".opus")
@@ -69,6 +69,7 @@ def desync_dir(engine: SyncEngine, videos_dir, audios_dir, out_path, duration_se
     todo = [(s, v, a) for s, v, a in pairs if s not in done]
     paths = {s: (v, a) for s, v, a in pairs}
     records = dict(done)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     with open_output(out_path, resume) as out, \
             tqdm(total=len(todo), desc="sync-sdk desync", unit="clip", disable=not progress) as bar:
         for clip in desync_batch(engine.encoder, todo, duration_sec, protocol, preset, batch_clips):
@@ -79,7 +80,7 @@ def desync_dir(engine: SyncEngine, videos_dir, audios_dir, out_path, duration_se
             else:
                 err, _, msg = clip.error.partition(": ")
                 rec.update(status="error", error=err, message=msg)
-            write_record(out, rec)
+            out.write(rec)
             records[clip.name] = rec
             bar.update(1)
     summary = summarise([records[s] for s, _, _ in pairs if s in records])

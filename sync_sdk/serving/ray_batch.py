@@ -15,7 +15,9 @@ The driver writes the result rows to Parquet shards in
 `out_dir` as they arrive (every `rows_per_shard` rows or `flush_sec` seconds, atomically: a shard is
 complete or absent). A file that fails (missing, undecodable, too short, a backend error) becomes a
 row with status "error", its exception class and message. Re-running with the same `out_dir` skips
-every input that has an "ok" row (and, with retry_failed=False, those with an "error" row too).
+every input that has an "ok" row (and, with retry_failed=False, those with an "error" row too). A model
+actor that dies (killed, out of memory) is replaced and its batch run again (Ray Data's actor restarts
+and task retries); a killed driver loses only the rows not yet in a shard, which a re-run scores.
 
 Each clip is answered as `SyncEngine.predict` answers it: the decode task prepares the model's shift
 views (runtime/views.py; one view for the official models). Views share the clip's video crop, so a
@@ -49,10 +51,11 @@ from sync_sdk.serving.ray_results import (
     RAY_HINT,
     ClipJob,
     ShardWriter,
+    check_out_dir,
     error_row,
-    finished_keys,
     ok_row,
     read_clip_manifest,
+    row_status,
     rows_table,
 )
 
@@ -153,12 +156,16 @@ class ClipScorer:
 # ---------------------------------------------------------------------------- the job
 @dataclass
 class RayBatchSummary:
-    """Counts of one run, where its shards went, and how long it took (s, from connecting to Ray)."""
+    """Counts of one run, where its shards went, and how long it took (s, from connecting to Ray).
+
+    skipped: inputs with a row already (an ok one, or any with retry_failed=False); failed_before: those
+    of them whose row is an error."""
 
     total: int = 0
     ok: int = 0
     failed: int = 0
     skipped: int = 0
+    failed_before: int = 0
     workers: int = 0
     worker_kind: str = "cpu"
     elapsed_sec: float = 0.0
@@ -238,10 +245,13 @@ def run_ray_batch(manifest: str | Path | Iterable[ClipJob], out_dir: str | Path,
     ray, rd = import_ray()
     jobs = read_clip_manifest(manifest, start_sec=start_sec) if isinstance(manifest, (str, Path)) \
         else list(manifest)
-    done = finished_keys(out_dir, retry_failed=retry_failed)
-    todo = [j for j in jobs if j.key not in done]
+    earlier = row_status(out_dir)
+    done = ("ok",) if retry_failed else ("ok", "error")
+    todo = [j for j in jobs if earlier.get(j.key) not in done]
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-    summary = RayBatchSummary(total=len(jobs), skipped=len(jobs) - len(todo), run_id=run_id)
+    failed_before = 0 if retry_failed else sum(earlier.get(j.key) == "error" for j in jobs)
+    summary = RayBatchSummary(total=len(jobs), skipped=len(jobs) - len(todo), failed_before=failed_before,
+                              run_id=run_id)
     if not todo:
         return summary
 
@@ -283,14 +293,17 @@ def run_ray_batch(manifest: str | Path | Iterable[ClipJob], out_dir: str | Path,
     return summary
 
 
-def run_from_cli(args) -> int:
+def run_from_cli(args, mode: str = "new") -> int:
     """`sync-sdk batch --ray MANIFEST --out DIR`: run the job, print the summary (stderr); exit code
-    0 when every row is ok, 1 when some failed."""
+    0 when every row is ok, 1 when some failed. mode: what to do with rows already in DIR
+    (`check_out_dir`; "resume" skips inputs with any row, "retry-failed" only those with an ok row)."""
     if len(args.files) != 1 or args.list:
         raise InputError("--ray takes one manifest (a .csv or .parquet file with a 'path' column) and no "
                          f"--list; got {len(args.files)} file(s)")
-    summary = run_ray_batch(args.files[0], args.out, args.model, backend=args.backend, device=args.device,
+    out = check_out_dir(args.out, mode)
+    summary = run_ray_batch(args.files[0], out, args.model, backend=args.backend, device=args.device,
                             precision=args.precision, threads=args.threads, workers=args.workers,
-                            address=args.address, start_sec=args.start, progress=not args.quiet)
+                            address=args.address, start_sec=args.start, progress=not args.quiet,
+                            retry_failed=mode != "resume")
     print(json.dumps({k: v for k, v in summary.to_dict().items() if k != "shards"}), file=sys.stderr)
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.failed_before else 0

@@ -146,6 +146,26 @@ def shard_paths(out_dir: str | Path) -> list[Path]:
     return sorted(d.glob(SHARD_GLOB)) if d.is_dir() else []
 
 
+def check_out_dir(out_dir: str | Path, mode: str) -> Path:
+    """`out_dir` as a Path if a run in `mode` ("new", "overwrite", "resume", "retry-failed", as the local
+    batch) may write there, else InputError: a file, a missing parent folder, or (mode "new") shards
+    already there. Mode "overwrite" deletes the shards (and cut ones) it finds; nothing else is touched."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; --ray writes a folder of Parquet shards")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+    shards = shard_paths(out)
+    if mode == "new" and shards:
+        raise InputError(f"--out {out} already holds {len(shards)} result shard(s): add --resume to run only "
+                         f"the inputs without a row there, --retry-failed to also run its failed inputs again, "
+                         f"or --overwrite to delete its shards and start afresh")
+    if mode == "overwrite":
+        for p in shards + sorted(out.glob("." + SHARD_GLOB + ".tmp")):
+            p.unlink()
+    return out
+
+
 def _read_shards(out_dir: str | Path, columns: list[str] | None = None) -> list:
     import pyarrow.parquet as pq
     tables = []
@@ -157,14 +177,15 @@ def _read_shards(out_dir: str | Path, columns: list[str] | None = None) -> list:
     return tables
 
 
-def finished_keys(out_dir: str | Path, retry_failed: bool = True) -> set[tuple[str, float, float]]:
-    """Keys (see `job_key`) with an "ok" row in `out_dir` (and "error" rows unless retry_failed)."""
-    keys = set()
+def row_status(out_dir: str | Path) -> dict[tuple[str, float, float], str]:
+    """The status of each key (see `job_key`) with rows in `out_dir`: "ok" when one of its rows is ok."""
+    status: dict[tuple[str, float, float], str] = {}
     for t in _read_shards(out_dir, ["path", "start_sec", "input_offset_sec", "status"]):
-        for path, start, off, status in zip(*(t.column(c).to_pylist() for c in t.column_names)):
-            if status == "ok" or not retry_failed:
-                keys.add(job_key(path, start, off))
-    return keys
+        for path, start, off, st in zip(*(t.column(c).to_pylist() for c in t.column_names)):
+            k = job_key(path, start, off)
+            if status.get(k) != "ok":
+                status[k] = st
+    return status
 
 
 def read_results(out_dir: str | Path):

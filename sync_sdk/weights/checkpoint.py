@@ -25,6 +25,7 @@ from sync_sdk.errors import CheckpointError, CheckpointNotFoundError, SyncSDKWar
 from sync_sdk.geometry import AUDIO_TOKENS_PER_SEGMENT, VIDEO_TOKENS_PER_SEGMENT
 from sync_sdk.version import __version__
 from sync_sdk.weights.download import DEFAULT_CHECKPOINT, OFFICIAL_CHECKPOINTS, download_checkpoint
+from sync_sdk.weights.limits import check_npz, check_safetensors, check_unsafe, resolve_max_bytes
 from sync_sdk.weights.state_dict_rules import POS_EMB_KEY, check_keys, trim_pos_emb
 from sync_sdk.weights.torch_zip import Placeholder, TensorRef, TorchZip, pickle_record
 
@@ -37,6 +38,8 @@ OFFICIAL_WIDTH = 768
 # a torch.save file of torch < 1.6 starts with the pickled magic number 0x1950a86a20f9469cfc6c
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 _SHOWN = 5
+UNSAFE_HINT = ("if you trust the file, pass allow_unsafe=True (CLI: --allow-unsafe), which loads it with "
+               "torch.load and runs code stored in it")
 
 
 @dataclass(frozen=True)
@@ -222,15 +225,16 @@ def _to_config(config: ModelConfig | str | None) -> ModelConfig | None:
 
 
 def load_checkpoint(path: str | os.PathLike, allow_unsafe: bool = False,
-                    config: ModelConfig | str | None = None) -> Checkpoint:
+                    config: ModelConfig | str | None = None, max_checkpoint_bytes: int | None = None) -> Checkpoint:
     """Load an official .pt, a bare state dict (.pt/.pth/.npz) or our .safetensors file.
 
     `config` names the model to load into (default: the config stored in a safetensors file, else one
     inferred from shapes). `allow_unsafe=True` lets files the restricted loader refuses go through
-    torch.load(weights_only=False), which runs code stored in the file.
+    torch.load(weights_only=False), which runs code stored in the file. `max_checkpoint_bytes`: cap on
+    the tensor data a file may declare (default $SYNC_SDK_MAX_CHECKPOINT_BYTES, else 4 GiB; limits.py).
     """
     path = Path(path)
-    arrays, stored, file_format = _read_file(path, allow_unsafe)
+    arrays, stored, file_format = _read_file(path, allow_unsafe, resolve_max_bytes(max_checkpoint_bytes))
     where = str(path)
     variant = detect_variant(_strip_module(arrays), where)
     state_dict = _as_float32(_strip_module(arrays), where)
@@ -243,8 +247,8 @@ def load_checkpoint(path: str | os.PathLike, allow_unsafe: bool = False,
     return Checkpoint({k: state_dict[k] for k in expected_shapes(cfg)}, cfg, where, file_format)
 
 
-def _read_file(path: Path, allow_unsafe: bool) -> tuple[dict, ModelConfig | None, str]:
-    """Raw arrays, the stored config (safetensors only) and the format name."""
+def _read_file(path: Path, allow_unsafe: bool, cap: int) -> tuple[dict, ModelConfig | None, str]:
+    """Raw arrays, the stored config (safetensors only) and the format name; `cap`: bytes of tensor data."""
     if not path.exists():
         raise CheckpointNotFoundError(f"{path}: checkpoint file not found")
     if not path.is_file():
@@ -257,20 +261,22 @@ def _read_file(path: Path, allow_unsafe: bool) -> tuple[dict, ModelConfig | None
                 names = zf.namelist()
                 pkl = pickle_record(names)
                 if pkl is not None:
-                    return _read_torch_zip(TorchZip(path, zf, pkl)), None, "torch"
+                    return _read_torch_zip(TorchZip(path, zf, pkl, cap)), None, "torch"
                 if names and all(n.endswith(".npy") for n in names):
+                    check_npz(path, zf, cap)
                     with np.load(path, allow_pickle=False) as npz:
                         return dict(npz), None, "npz"
                 raise CheckpointError(f"{path}: a zip archive without data.pkl (holds {_sample(names)}): "
                                       "not a torch checkpoint")
-        if _is_safetensors(head, path.stat().st_size):
-            return _read_safetensors(path)
+        if _is_safetensors(head):
+            return _read_safetensors(path, cap)
         if head.startswith(_LEGACY_TORCH_MAGIC):
             raise UnsafeCheckpointError(f"{path}: legacy (torch < 1.6) serialization, which the restricted "
-                                        "loader does not read; if you trust the file, pass allow_unsafe=True")
+                                        f"loader does not read; {UNSAFE_HINT}")
     except UnsafeCheckpointError:
         if not allow_unsafe:
             raise
+        check_unsafe(path, cap)
         return _read_unsafe(path), None, "torch-unsafe"
     except CheckpointError:
         raise
@@ -286,26 +292,25 @@ def _read_torch_zip(tz: TorchZip) -> dict[str, np.ndarray]:
     where = f"{tz.path}" + (" ['model']" if sd is not obj else "")
     if isinstance(sd, Placeholder):
         raise UnsafeCheckpointError(f"{where}: holds a pickled {sd.qualname} object instead of a state dict; the "
-                                    "restricted loader does not build arbitrary objects. If you trust the file, "
-                                    "pass allow_unsafe=True")
+                                    f"restricted loader does not build arbitrary objects; {UNSAFE_HINT}")
     if not isinstance(sd, dict):
         raise CheckpointError(f"{where}: holds a {type(sd).__name__}, not a state dict")
     for k, v in sd.items():
         if isinstance(v, Placeholder):
             raise UnsafeCheckpointError(f"{where}: entry {k!r} is a pickled {v.qualname} object, not a plain tensor; "
-                                        "if you trust the file, pass allow_unsafe=True")
+                                        f"{UNSAFE_HINT}")
         if not isinstance(k, str) or not isinstance(v, TensorRef):
             raise CheckpointError(f"{where}: not a state dict: entry {k!r} is a {type(v).__name__}, not a tensor")
     return tz.read_tensors(sd)
 
 
-def _is_safetensors(head: bytes, size: int) -> bool:
-    """safetensors = 8-byte little-endian header length, then a JSON header."""
-    return len(head) > 8 and 2 <= int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{"
+def _is_safetensors(head: bytes) -> bool:
+    """safetensors = 8-byte little-endian header length, then a JSON header (its length is checked later)."""
+    return head[8:9] == b"{"
 
 
-def _read_safetensors(path: Path) -> tuple[dict, ModelConfig | None, str]:
-
+def _read_safetensors(path: Path, cap: int) -> tuple[dict, ModelConfig | None, str]:
+    check_safetensors(path, cap)
     try:
         with safe_open(path, framework="numpy") as f:
             meta = f.metadata() or {}
@@ -359,8 +364,8 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict, config: ModelConf
 
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, allow_unsafe: bool = False,
-                       config: ModelConfig | str | None = None) -> Checkpoint:
+                       config: ModelConfig | str | None = None, max_checkpoint_bytes: int | None = None) -> Checkpoint:
     """Load any supported checkpoint (see load_checkpoint) and save it as our safetensors file `dst`."""
-    ck = load_checkpoint(src, allow_unsafe=allow_unsafe, config=config)
+    ck = load_checkpoint(src, allow_unsafe=allow_unsafe, config=config, max_checkpoint_bytes=max_checkpoint_bytes)
     save_checkpoint(dst, ck.state_dict, ck.config)
     return ck

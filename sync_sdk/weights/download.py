@@ -3,21 +3,30 @@
 `download_checkpoint(id)` fetches `<base>/<id>/<id>.pt` into `<cache>/checkpoints/<id>.pt`: the body
 goes to `<id>.pt.part` (resumed with an HTTP Range request when a `.part` is already there), its md5
 is checked against the published prefix, and only then is it renamed to the final name, so a partial
-or corrupt file never appears there. Cache: `cache_dir`, else $SYNC_SDK_CACHE, else ~/.cache/sync_sdk.
+or corrupt file never appears there. One process at a time downloads a file: it holds `<id>.pt.lock`
+(fcntl.flock; without fcntl an exclusively created lock file), and a second one waits, then finds
+the finished file. Cache: `cache_dir`, else $SYNC_SDK_CACHE, else ~/.cache/sync_sdk.
 Base address: `base_url`, else $SYNC_SDK_CHECKPOINT_BASE_URL, else the official server.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows: an exclusively created lock file instead (_create_lock)
+    fcntl = None
 
 from sync_sdk.errors import CheckpointError, DownloadError
 from sync_sdk.version import __version__
@@ -28,6 +37,8 @@ BASE_URL_ENV = "SYNC_SDK_CHECKPOINT_BASE_URL"
 OFFLINE_HINT = ("check the network (or proxy), or download the file yourself and pass its path; "
                 "the bundled model 'synthetic-tiny' works offline")
 _CHUNK = 1 << 20
+_LOCK_POLL_S = 0.2
+_STALE_LOCK_S = 300.0  # without fcntl: a lock whose download made no progress this long is taken over
 
 
 @dataclass(frozen=True)
@@ -63,13 +74,14 @@ def default_cache_dir() -> Path:
 
 def download_checkpoint(id_or_url: str, cache_dir: str | os.PathLike | None = None, progress: bool = True, *,
                         base_url: str | None = None, md5: str | None = None, timeout: float = 60.0,
-                        retries: int = 3) -> Path:
+                        retries: int = 3, lock_timeout: float = 600.0) -> Path:
     """Path of the cached checkpoint, downloading it first when absent (no request when cached).
 
     id_or_url: an id of OFFICIAL_CHECKPOINTS or an http(s) address. md5: expected md5 hex digest or a
     prefix of it (default: the registry's prefix; none for a bare address). timeout: seconds per
     connect/read. retries: extra attempts after a network failure or truncated body (each resumes).
-    Raises DownloadError (saying the address) when every attempt fails or the md5 differs.
+    lock_timeout: seconds to wait while another process's download of the same file makes no progress.
+    Raises DownloadError (saying the address) when every attempt fails, the md5 differs or the wait ends.
     """
     if id_or_url in OFFICIAL_CHECKPOINTS:
         info = OFFICIAL_CHECKPOINTS[id_or_url]
@@ -85,13 +97,22 @@ def download_checkpoint(id_or_url: str, cache_dir: str | os.PathLike | None = No
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    with _download_lock(dest, lock_timeout, id_or_url):
+        if dest.is_file():  # another process finished it while this one waited
+            return dest
+        return _download(url, dest, id_or_url, md5, timeout, retries, progress)
+
+
+def _download(url: str, dest: Path, label: str, md5: str | None, timeout: float, retries: int,
+              progress: bool) -> Path:
+    """Fetch `url` into `dest` through `<dest>.part` (the caller holds the lock)."""
+    part = _part(dest)
     reason = "no attempt made"
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(min(0.5 * attempt, 5.0))
         try:
-            resumed = _fetch(url, part, timeout, progress, id_or_url)
+            resumed = _fetch(url, part, timeout, progress, label)
         except _Retry as e:
             reason = str(e)
             continue
@@ -104,7 +125,61 @@ def download_checkpoint(id_or_url: str, cache_dir: str | os.PathLike | None = No
             break
         os.replace(part, dest)
         return dest
-    raise DownloadError(f"could not download {id_or_url} from {url}: {reason}; {OFFLINE_HINT}")
+    raise DownloadError(f"could not download {label} from {url}: {reason}; {OFFLINE_HINT}")
+
+
+def _part(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+@contextlib.contextmanager
+def _download_lock(dest: Path, timeout: float, label: str) -> Iterator[None]:
+    """Hold `<dest>.lock` (removed on release); wait while another holder's `.part` grows, for at most
+    `timeout` seconds without growth."""
+    lock = dest.with_name(dest.name + ".lock")
+    seen, deadline = None, time.monotonic() + timeout
+    while (fd := _flock(lock) if fcntl else _create_lock(lock)) is None:
+        size = _part(dest).stat().st_size if _part(dest).exists() else None
+        if size != seen:
+            seen, deadline = size, time.monotonic() + timeout
+        elif time.monotonic() > deadline:
+            raise DownloadError(f"could not download {label}: another process holds {lock} and its download into "
+                                f"{_part(dest)} made no progress for {timeout:g} s; wait for it, pass a larger "
+                                "lock_timeout, or delete the lock file if no other process is downloading")
+        time.sleep(_LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # before closing: a waiter that then locks the old file sees it is gone
+        if fd >= 0:
+            os.close(fd)
+
+
+def _flock(lock: Path) -> int | None:
+    """A descriptor holding flock(LOCK_EX) on `lock`, or None while another process holds it."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(fd), os.stat(lock)):  # not a file its last holder has removed
+            return fd
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    os.close(fd)
+    return None
+
+
+def _create_lock(lock: Path) -> int | None:
+    """Without fcntl: -1 (held, no descriptor) once `lock` is created exclusively, else None; a lock
+    whose download (lock or .part file) has not changed for _STALE_LOCK_S is removed first."""
+    try:
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        return -1
+    except FileExistsError:
+        part = lock.with_name(lock.name.removesuffix(".lock") + ".part")
+        with contextlib.suppress(OSError, ValueError):
+            if time.time() - max(p.stat().st_mtime for p in (lock, part) if p.exists()) > _STALE_LOCK_S:
+                lock.unlink()
+        return None
 
 
 def _fetch(url: str, part: Path, timeout: float, progress: bool, label: str) -> bool:

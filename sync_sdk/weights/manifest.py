@@ -5,7 +5,7 @@ Layout written by `export/build_engine.py` (format 1):
     {"format": 1, "model_id": str, "config": ModelConfig dict, "precision": "fp32"|"fp16"|"int8",
      "opset": int, "exporter": str, "sdk_version": str,
      "stages": {stage: {"inputs": [{"name", "shape", "dtype"}], "outputs": [...]}},
-     "files": {file name: {"stage", "kind": "onnx"|"tensorrt"|"timing_cache", "precision",
+     "files": {file name: {"stage", "kind": "onnx"|"tensorrt"|"timing_cache"|"inference", "precision",
                            "sha256", "bytes", and for engines "tensorrt_version",
                            "compute_capability" ("9.0"), "gpu", "profile"}}}
 
@@ -24,6 +24,7 @@ from sync_sdk.config import ModelConfig
 from sync_sdk.errors import BackendError, EngineMismatchError
 
 MANIFEST_NAME = "manifest.json"
+INFERENCE_FILE = "inference.json"  # how a model folder asks to be run: {"shift_views_sec": [..]}
 FORMAT = 1
 STAGES = ("audio_encoder", "visual_encoder", "head")
 PRECISIONS = ("fp32", "fp16", "int8")
