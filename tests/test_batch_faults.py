@@ -194,7 +194,7 @@ def test_cli_list_relative_to_its_folder_on_a_real_clip(tmp_path, capsys):
 def test_sigkills_then_resume_lose_nothing(tmp_path):
     from benchmarks.faults.kills import run_kills
     res = run_kills(tmp_path, runs=10, seed=1, ray_runs=0)
-    assert res["runs"] >= 10 and res["killed"] >= 5 and res["killed_mid_work"] >= 1, res
+    assert res["runs"] == 10 and res["killed_mid_work"] >= 1, res  # ten SIGKILLs
     assert (res["lost"], res["duplicated"], res["torn_lines"]) == (0, 0, 0), res
     assert res["final_status"] == {"ok": 4, "error": 2}, res  # four clips (one listed twice), two bad inputs
     recs = lines(tmp_path / "results.jsonl")

@@ -1,7 +1,7 @@
 """SIGKILL `sync-sdk batch` at random moments, finish with --resume, and count what was lost or duplicated.
 
     python benchmarks/faults/kills.py --runs 10 --json benchmarks/results/kills.json
-    run_kills(work_dir, runs=10, seed=0)  # {"runs", "killed", "lost", "duplicated", "torn_lines", ..., "ray"}
+    run_kills(work_dir, runs=10, seed=0)  # {"runs" (SIGKILLed), "started", "lost", "duplicated", "torn_lines", ..., "ray"}
 
 Inputs: a few synthetic clips (one given twice), a text file and a missing path. Each run is a fresh
 `sync-sdk batch --model synthetic-tiny` process SIGKILLed at a random moment (in its first seconds, or
@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 CLI = "import sys; from sync_sdk.cli.main import main; sys.exit(main(sys.argv[1:]))"
 ACTOR_TITLE = "ray::MapWorker(MapBatches(ClipScorer))"  # the process title of a Ray batch model actor
 FINISH_SEC = 600.0  # the most a run that is not killed may take
+MAX_STARTS = 4  # runs started per run to SIGKILL, at most (a run may finish before its kill)
 
 
 def make_inputs(folder: Path, clips: int = 4) -> list[str]:
@@ -151,6 +152,8 @@ def check_jsonl(out: Path, inputs: list[str]) -> dict:
 def run_kills(work_dir: str | Path, runs: int = 10, seed: int = 0, max_delay: float = 4.0,
               ray_runs: int = 2) -> dict:
     """SIGKILL `runs` local batch runs (and `ray_runs` Ray ones) at random moments; see the module docstring.
+    runs in the result counts the runs SIGKILLed; started, the processes started (those that finished
+    before their kill included; at most MAX_STARTS * runs).
 
     A run is killed a random 0-`max_delay` s after it starts, or 0-1 s after it has written its first or
     second line; killed_mid_work counts the kills after a line of that run."""
@@ -161,7 +164,7 @@ def run_kills(work_dir: str | Path, runs: int = 10, seed: int = 0, max_delay: fl
     batch = ["batch", *inputs, "--out", str(out), "--model", "synthetic-tiny", "--shift-views", "0", "--threads",
              "1", "--quiet"]
     t0 = time.perf_counter()
-    res = {"runs": 0, "killed": 0, "killed_mid_work": 0, "rounds": 0, "inputs": len(set(inputs)), "lost": 0,
+    res = {"runs": 0, "started": 0, "killed_mid_work": 0, "rounds": 0, "inputs": len(set(inputs)), "lost": 0,
            "duplicated": 0, "torn_lines": 0}
 
     def finished() -> None:
@@ -170,13 +173,13 @@ def run_kills(work_dir: str | Path, runs: int = 10, seed: int = 0, max_delay: fl
             res[k] += v
 
     flag = "--overwrite"
-    for _ in range(runs):
-        res["runs"] += 1
+    while res["runs"] < runs and res["started"] < MAX_STARTS * runs:
+        res["started"] += 1
         lines = rng.randint(0, 2)  # 0: anywhere in the first max_delay s, start-up included
         delay = rng.uniform(0.0, max_delay if lines == 0 else 1.0)
         killed, appended = kill_after_lines(start_cli([*batch, flag], work), out, lines, delay)
         if killed:
-            res["killed"] += 1
+            res["runs"] += 1
             res["killed_mid_work"] += appended > 0
             res["torn_lines"] += check_jsonl(out, inputs)["torn_lines"]
             flag = rng.choice(["--resume", "--retry-failed"])
