@@ -192,7 +192,7 @@ def test_scorer_isolates_a_failing_clip(tiny_model, pq):
              "aud": np.array([a[None] for a in aud] + [np.zeros((0, 0, 1, 128, 66), np.float32)], dtype=object),
              "view_shift": np.array([[0.0], [0.0], []], dtype=object),
              "view_start": np.array([[0.0], [0.0], []], dtype=object),
-             "view_vid": np.array([[0], [0], []], dtype=object)}
+             "view_vid": np.array([[0], [0], []], dtype=object), "flags": np.array(["", "silent_audio", ""])}
     rows = scorer(batch).to_pylist()
     assert [r["status"] for r in rows] == ["error", "ok", "error"]
     assert (rows[0]["error"], rows[0]["message"]) == ("RuntimeError", "NaN input")
@@ -200,6 +200,7 @@ def test_scorer_isolates_a_failing_clip(tiny_model, pq):
     from tiny_engine import single_view_logits
     expected = single_view_logits(engine.encoder, vid[1:], aud[1:])[0]
     assert rows[1]["class_index"] == int(np.argmax(expected))
+    assert (rows[1]["flags"], rows[1]["view_shifts"]) == (["silent_audio"], [0.0])
     np.testing.assert_allclose(rows[1]["probs"], np.exp(expected) / np.exp(expected).sum(), atol=1e-5)
 
 
@@ -266,6 +267,7 @@ def test_job_on_local_ray(ray_cluster, clips, tiny_model, tmp_path, pq):
         ref = engine.predict(str(clips / name), start_sec=start, offset_sec=off)
         assert (r["status"], r["start_sec"], r["input_offset_sec"]) == ("ok", start, off)
         assert (r["class_index"], r["offset_sec"], r["model_id"]) == (ref.class_index, ref.offset_sec, engine.model_id)
+        assert (r["flags"], r["view_shifts"]) == (list(ref.flags), [d for d, _ in ref.views])
         np.testing.assert_allclose(r["probs"], ref.probs, atol=1e-5)
         assert r["confidence"] == pytest.approx(ref.confidence, abs=1e-5) and r["run_id"] == s.run_id
 

@@ -70,7 +70,8 @@ def decode_row(row: dict, shift_views: Sequence[float] = SINGLE_VIEW) -> dict:
 
     Adds vid (K, S, 16, 3, 224, 224) float32, the K distinct video crops; aud (V, S, 1, 128, 66) float32,
     one per view; view_shift (V,) s, view_start (V,) s and view_vid (V,) (which vid each view uses);
-    error / message ("" when fine) and decode_sec. After an error K = V = 0.
+    flags (the unshifted view's evidence flags, space-separated); error / message ("" when fine) and
+    decode_sec. After an error K = V = 0.
     """
     t = time.perf_counter()
     out = {k: row[k] for k in ("path", "start_sec", "input_offset_sec")}
@@ -84,10 +85,11 @@ def decode_row(row: dict, shift_views: Sequence[float] = SINGLE_VIEW) -> dict:
                 crops.append(np.ascontiguousarray(v.vid, np.float32))
         out.update(vid=np.stack(crops), aud=np.stack([np.ascontiguousarray(v.aud, np.float32) for v in views]),
                    view_shift=np.array([v.shift_sec for v in views]), view_start=np.array([v.start_sec for v in views]),
-                   view_vid=np.array([which[id(v.vid)] for v in views], np.int64), error="", message="")
+                   view_vid=np.array([which[id(v.vid)] for v in views], np.int64), flags=" ".join(views[0].flags),
+                   error="", message="")
     except Exception as e:  # every failure becomes a result row
         out.update({k: np.zeros((0, 0, *s), np.float32) for k, s in SEGMENT_SHAPES.items()},
-                   view_shift=np.zeros(0), view_start=np.zeros(0), view_vid=np.zeros(0, np.int64),
+                   view_shift=np.zeros(0), view_start=np.zeros(0), view_vid=np.zeros(0, np.int64), flags="",
                    error=type(e).__name__, message=str(e) or repr(e))
     out["decode_sec"] = time.perf_counter() - t
     return out
@@ -147,7 +149,8 @@ class ClipScorer:
         share = (time.perf_counter() - t) / len(idx)
         for i, lg in zip(idx, logits):
             rows[i] = ok_row(jobs[i], lg, self.engine.config.variant, self.engine.model_id,
-                             float(batch["decode_sec"][i]), share, self.worker, self.run_id)
+                             float(batch["decode_sec"][i]), share, self.worker, self.run_id,
+                             flags=str(batch["flags"][i]).split(), view_shifts=batch["view_shift"][i])
 
     def _error(self, job: ClipJob, error: str, message: str, decode_sec: float) -> dict:
         return error_row(job, error, message, self.engine.model_id, decode_sec, self.worker, self.run_id)

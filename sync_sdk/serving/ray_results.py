@@ -118,7 +118,9 @@ def result_schema():
     status: "ok" | "error"; error, message: exception class and text (null when ok).
     model_id; offset_sec, class_index, confidence, in_sync, in_sync_tolerant: the prediction as in
     `SyncResult` (sync models; null otherwise); sync_prob: P(synchronizable) (synchronizability
-    models; null otherwise); probs: softmax over the model's classes.
+    models; null otherwise); probs: softmax over the model's classes; flags: what the window's media
+    lacks ("silent_audio", "static_video": the answer rests on no evidence); view_shifts: the shift
+    views (s) the answer combined.
     decode_sec: the decode task's time; infer_sec: the clip's share of its batch's encoder + head
     time; worker: "host:pid" of the actor; run_id: the run that wrote the row.
     """
@@ -129,6 +131,7 @@ def result_schema():
         ("model_id", pa.string()), ("offset_sec", pa.float64()), ("class_index", pa.int32()),
         ("confidence", pa.float64()), ("in_sync", pa.bool_()), ("in_sync_tolerant", pa.bool_()),
         ("sync_prob", pa.float64()), ("probs", pa.list_(pa.float32())),
+        ("flags", pa.list_(pa.string())), ("view_shifts", pa.list_(pa.float64())),
         ("decode_sec", pa.float64()), ("infer_sec", pa.float64()), ("worker", pa.string()),
         ("run_id", pa.string()),
     ])
@@ -250,11 +253,13 @@ def error_row(job: ClipJob, error: str, message: str, model_id: str = "", decode
 
 
 def ok_row(job: ClipJob, logits: np.ndarray, variant: str, model_id: str, decode_sec: float,
-           infer_sec: float, worker: str, run_id: str) -> dict:
-    """A result row from one clip's logits: (21,) for a sync model, (2,) for synchronizability."""
+           infer_sec: float, worker: str, run_id: str, flags=(), view_shifts=(0.0,)) -> dict:
+    """A result row from one clip's logits: (21,) for a sync model, (2,) for synchronizability;
+    flags and view_shifts (s) as `SyncResult` has them."""
     row = {"path": job.path, "start_sec": job.start_sec, "input_offset_sec": job.offset_sec,
            "status": "ok", "model_id": model_id, "decode_sec": decode_sec, "infer_sec": infer_sec,
-           "worker": worker, "run_id": run_id}
+           "worker": worker, "run_id": run_id, "flags": list(flags),
+           "view_shifts": sorted(float(d) for d in view_shifts)}
     if variant == "sync":
         res = SyncResult.from_logits(logits, start_sec=job.start_sec, source=job.path)
         row.update(offset_sec=res.offset_sec, class_index=res.class_index, confidence=res.confidence,
