@@ -211,3 +211,25 @@ def test_attribute_shows_progress(clip, capsys):
     """Item 12: attribute reports its trials as they go."""
     code, _, err = run(["attribute", clip, *BUNDLED, "--trials", "4", "--families", "audio", "video"], capsys)
     assert code == EXIT_OK and "attribute" in err and "8/8" in err
+
+
+def test_window_flags_from_segments_equal_flags_over_the_window():
+    """Scan and stream compute each segment's flags once; a window's are those of all its segments,
+    which must equal the flags computed over the whole window, whatever single frame or sample moves."""
+    from sync_sdk.geometry import N_SEGMENTS, segment_frame, segment_sample
+    from sync_sdk.inputs.window import SegmentFlags, span_flags
+    from sync_sdk.media.span import MediaSpan
+    rng = np.random.default_rng(0)
+    n_frames, n_samples = segment_frame(N_SEGMENTS + 6) + 16, segment_sample(N_SEGMENTS + 6) + 10240
+    for trial in range(40):
+        frames = np.zeros((n_frames, 32, 32, 3), np.uint8)
+        audio = np.zeros(n_samples, np.float32)
+        if trial % 2:
+            frames[rng.integers(n_frames):, rng.integers(32), rng.integers(32)] = 200  # one change
+        if trial % 4 < 2:
+            audio[rng.integers(n_samples)] = 0.5  # one click
+        span = MediaSpan(frames, 0, audio, 0)
+        flags = SegmentFlags()
+        for j in range(6):
+            flags.add(span, range(j, j + N_SEGMENTS))
+            assert flags.window(j, N_SEGMENTS) == span_flags(span, j, N_SEGMENTS), (trial, j)

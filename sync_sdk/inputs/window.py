@@ -10,7 +10,7 @@ accepts gives the same inputs here, and windows it rejects (e.g. starting after 
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -177,6 +177,30 @@ def span_flags(span: MediaSpan, first_segment: int, n_segments: int) -> tuple[st
     f0, a0 = segment_frame(first_segment) - span.first_frame, segment_sample(first_segment) - span.first_sample
     return evidence_flags(span.frames[f0:segment_frame(last) + SEG_FRAMES - span.first_frame],
                           span.audio[a0:segment_sample(last) + SEG_SAMPLES - span.first_sample])
+
+
+class SegmentFlags:
+    """Evidence flags of grid segments, each segment's computed once (`span_flags` of that segment); a
+    window's flags are those all its segments carry, which equals `span_flags` over the whole window
+    (overlapping segments hold every pair of consecutive frames and every sample of it)."""
+
+    def __init__(self) -> None:
+        self._flags: dict[int, frozenset[str]] = {}
+
+    def add(self, span: MediaSpan, segments: Iterable[int]) -> None:
+        """Compute the flags of `segments` not seen yet from `span` (which must hold them)."""
+        for g in segments:
+            if g not in self._flags:
+                self._flags[g] = frozenset(span_flags(span, g, 1))
+
+    def window(self, first_segment: int, n_segments: int) -> tuple[str, ...]:
+        """The flags of the window of segments first_segment.. (all added), in EVIDENCE_FLAGS order."""
+        flags = frozenset.intersection(*(self._flags[g] for g in range(first_segment, first_segment + n_segments)))
+        return tuple(f for f in EVIDENCE_FLAGS if f in flags)
+
+    def drop_before(self, segment: int) -> None:
+        """Forget the segments before `segment`."""
+        self._flags = {g: f for g, f in self._flags.items() if g >= segment}
 
 
 def warn_if_silent(audio: np.ndarray, where: str) -> None:

@@ -30,7 +30,7 @@ from sync_sdk.geometry import (
     segment_sample,
     window_start_sec,
 )
-from sync_sdk.inputs.window import span_flags
+from sync_sdk.inputs.window import SegmentFlags
 from sync_sdk.media import iter_chunks, probe
 from sync_sdk.media.source import as_span, is_path, source_name
 from sync_sdk.media.span import MediaSpan
@@ -107,6 +107,8 @@ def scan(encoder: SegmentEncoder, cache: SegmentCache, source, hop_sec: float = 
     ahead, back = max(0, max(shifts)), max(0, -min(shifts))  # audio the shift views read past a crop
     span = MediaSpan.empty(name=name)  # grid coordinates: frame 0 and sample 0 are the source's first
     buffer = FrameBuffer()
+    flags = SegmentFlags()  # each segment's evidence flags computed once
+    n_segments = encoder.config.n_segments
     results: list[SyncResult] = []
     j = 0  # next window to predict
     ended = False
@@ -125,14 +127,17 @@ def scan(encoder: SegmentEncoder, cache: SegmentCache, source, hop_sec: float = 
             else:
                 logits = encoder.window_logits(cache, source_id, span, batch)
             views = encoder.window_views(batch, span.first_sample, span.end_sample)
+            for w in batch:
+                flags.add(span, range(w, w + n_segments))
             results += [SyncResult.from_logits(lg, start_sec=window_start_sec(w, first_frame), source=name,
                                                views=[(d, window_start_sec(w, first_frame)) for d in vs],
-                                               flags=span_flags(span, w, encoder.config.n_segments))
+                                               flags=flags.window(w, n_segments))
                         for lg, w, vs in zip(logits, batch, views)]
             j = batch[-1] + k
             # keep only what later windows need: from the first segment of window j on, and the audio
             # of its earlier views (with a hop longer than a window that may lie beyond what is decoded)
             span.drop_before(segment_frame(j), segment_sample(j) - back)
+            flags.drop_before(j)
             if progress:
                 progress(len(results), total)
     if not results:

@@ -28,7 +28,7 @@ from sync_sdk.geometry import (
     segment_sample,
     window_start_sec,
 )
-from sync_sdk.inputs.window import EVIDENCE_FLAGS, span_flags
+from sync_sdk.inputs.window import SegmentFlags
 from sync_sdk.media import SHORT_SIDE, clip_from_arrays
 from sync_sdk.media.span import MediaSpan
 from sync_sdk.results import SyncResult
@@ -61,7 +61,7 @@ class SyncStream:
         self._frame_shape: tuple[int, ...] | None = None
         self._next_seg = 0                       # first grid segment not yet encoded
         self._next_window = 0
-        self._flags: dict[int, frozenset[str]] = {}  # grid segment -> its evidence flags (span_flags)
+        self._flags = SegmentFlags()
         self.latest: SyncResult | None = None
 
     # ------------------------------------------------------------------ input
@@ -141,7 +141,7 @@ class SyncStream:
             if g_end == self._next_seg:
                 break
             self.encoder.encode_segments(self.cache, self._id, self._span, range(self._next_seg, g_end))
-            self._flags.update({g: frozenset(span_flags(self._span, g, 1)) for g in range(self._next_seg, g_end)})
+            self._flags.add(self._span, range(self._next_seg, g_end))
             windows = list(range(self._next_window, g_end - self.n_segments + 1, self.hop))
             if windows:  # every segment of these windows is in the ring: only the head runs
                 bounds = (0, self._span.end_sample)
@@ -149,20 +149,15 @@ class SyncStream:
                 views = self.encoder.window_views(windows, *bounds)
                 results += [SyncResult.from_logits(lg, start_sec=self.t0 + window_start_sec(j),
                                                    views=[(d, self.t0 + window_start_sec(j)) for d in vs],
-                                                   flags=self._window_flags(j))
+                                                   flags=self._flags.window(j, self.n_segments))
                             for lg, j, vs in zip(logits, windows, views)]
                 self._next_window = windows[-1] + self.hop
-                self._flags = {g: f for g, f in self._flags.items() if g >= self._next_window}
+                self._flags.drop_before(self._next_window)
             self._next_seg = g_end
             self._span.drop_before(segment_frame(g_end), segment_sample(g_end) + min(self.shifts))
         if results:
             self.latest = results[-1]
         return results
-
-    def _window_flags(self, j: int) -> tuple[str, ...]:
-        """The evidence flags all of window j's segments carry (`span_flags` of the whole window)."""
-        flags = frozenset.intersection(*(self._flags[g] for g in range(j, j + self.n_segments)))
-        return tuple(f for f in EVIDENCE_FLAGS if f in flags)
 
     def cache_stats(self) -> dict:
         """This stream's segment counters (audio/visual segments encoded, hits, misses, ...)."""
