@@ -23,6 +23,8 @@ class BuildPyWithKernels(build_py):
 
 TORCH = "torch==2.13.0"
 RAY = ["ray[data]==2.60.0", "pyarrow==26.0.1"]
+# Debian's python3.11 only (scripts/triton_env.sh); not in dev: tritonclient's protobuf / ml_dtypes pins clash
+SERVE = ["nvidia-pytriton==0.6.0", "tritonclient[http,grpc]==2.73.0"]
 EXPORT = [TORCH, "onnx==1.23.2", "onnxscript==0.7.2", "onnxruntime==1.32.0", "onnxconverter-common==1.16.0"]
 
 setup(
@@ -48,6 +50,7 @@ setup(
         "plot": ["matplotlib==3.11.2"],
         "train": [TORCH, "matplotlib==3.11.2"],
         "ray": RAY,
+        "serve": SERVE,
         "gpu": ["cupy-cuda12x==14.2.0", "tensorrt==11.4.0.106"],
         "dev": EXPORT + RAY + ["matplotlib==3.11.2", "pytest==9.0.3", "ruff==0.17.6", "import-linter==2.17"],
     },

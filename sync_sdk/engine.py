@@ -26,12 +26,14 @@ from sync_sdk.analysis.visual_features import visual_features
 from sync_sdk.config import ModelConfig
 from sync_sdk.errors import BackendError, InputError
 from sync_sdk.geometry import check_seconds
+from sync_sdk.inputs.layouts import visual_inputs
 from sync_sdk.inputs.views import View, view_inputs
 from sync_sdk.media.source import normalise_source, source_name
 from sync_sdk.results import SyncResult, Timeline, softmax
 from sync_sdk.runtime.cache import SegmentCache
 from sync_sdk.runtime.encoder import SegmentEncoder
 from sync_sdk.runtime.loading import load_backend, versions
+from sync_sdk.runtime.refine import clip_views, refined_logits
 from sync_sdk.runtime.scan import scan
 from sync_sdk.runtime.stream import SyncStream
 
@@ -120,17 +122,21 @@ class SyncEngine:
         }
 
     # ---------------------------------------------------------------- one clip
-    def predict(self, source, start_sec: float = 0.0, offset_sec: float = 0.0) -> SyncResult:
+    def predict(self, source, start_sec: float = 0.0, offset_sec: float = 0.0, *, refine: bool = False
+                ) -> SyncResult:
         """Offset of the 5-s window starting at `start_sec` of `source`.
 
         source: path | (frames (T,H,W,3) uint8, fps, audio (N,) or (N,C) float, sample_rate) | AVClip.
         offset_sec: an extra shift applied to the audio crop first (official evaluation; 0 = as is).
         With several `shift_views` the result's logits are the views' combined log-posterior.
+        refine: also score the window with the audio shifted in 80-ms steps within +-0.32 s and answer a
+        continuous offset_sec with an interval, offset_interval_sec (runtime/refine.py); the class is
+        unchanged (class_offset_sec).
         """
-        return self.predict_batch([source], start_sec=start_sec, offset_sec=offset_sec)[0]
+        return self.predict_batch([source], start_sec=start_sec, offset_sec=offset_sec, refine=refine)[0]
 
     def predict_batch(self, sources: Sequence, start_sec: float | Sequence[float] = 0.0,
-                      offset_sec: float | Sequence[float] = 0.0) -> list[SyncResult]:
+                      offset_sec: float | Sequence[float] = 0.0, *, refine: bool = False) -> list[SyncResult]:
         """`predict` for many clips: all their segments go through the encoders in batches."""
         self._require_variant("sync", "predict")
         if isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence):
@@ -138,6 +144,11 @@ class SyncEngine:
                              "predict() for one")
         starts = _per_item(start_sec, len(sources), "start_sec")
         offsets = _per_item(offset_sec, len(sources), "offset_sec")
+        if refine:
+            items = [clip_views(s, st, off, self.shift_views) for s, st, off in zip(sources, starts, offsets)]
+            return [SyncResult.from_logits(lg, start_sec=st, source=source_name(s), flags=vs[0].flags,
+                                           views=[(v.shift_sec, v.start_sec) for v in vs]).with_fine(fine)
+                    for (lg, fine), s, st, (vs, _) in zip(refined_logits(self.encoder, items), sources, starts, items)]
         views = self._clip_views([(s, st, off) for s, st, off in zip(sources, starts, offsets)])
         logits = self.encoder.views_logits(views)
         return [SyncResult.from_logits(lg, start_sec=st, source=source_name(s), flags=vs[0].flags,
@@ -159,18 +170,20 @@ class SyncEngine:
 
     # ---------------------------------------------------------------- whole files
     def scan(self, source, hop_sec: float = 0.32, *, batch_windows: int = 8, cache: bool = True,
-             progress: Callable[[int, int | None], None] | None = None) -> Timeline:
+             progress: Callable[[int, int | None], None] | None = None, refine: bool = False) -> Timeline:
         """Predictions over the whole media: window j starts at j*0.32 s (frame 8j, sample 5120j),
         one window every `hop_sec` (a multiple of 0.32 s), every window whose 5-s crop fits.
 
         The decode is streamed (memory ~ a few windows); each grid segment is encoded once
         (cache=False re-encodes the 14 segments of every window, for comparison).
         progress(windows_done, total_or_None) is called after each batch of windows.
+        refine: each window's continuous offset, as predict(refine=True) gives it; every shifted audio
+        segment is encoded once too (if the cache holds a batch's: about 6 x (batch_windows + 13)).
         """
         self._require_variant("sync", "scan")
         store = self.cache if cache else self.cache.uncached()
         return scan(self.encoder, store, source, hop_sec, batch_windows=batch_windows, per_window=not cache,
-                    progress=progress)
+                    progress=progress, refine=refine)
 
     def stream(self, hop_sec: float = 0.32) -> SyncStream:
         """A SyncStream: push frames/samples as they arrive, get a prediction per new window."""
@@ -179,15 +192,28 @@ class SyncEngine:
 
     # ---------------------------------------------------------------- analyses
     def desync(self, video, audio, duration_sec: float | None = None, protocol: str = "first_last",
-               preset: str = "av-benchmark") -> DesyncClip:
-        """DeSync (s) of a video and its generated audio, as av-benchmark computes it (analysis/desync.py)."""
-        return desync(self.encoder, video, audio, duration_sec=duration_sec, protocol=protocol, preset=preset)
+               layout: str = "av-benchmark", fill_frames: int = 0, refine: bool = False) -> DesyncClip:
+        """DeSync (s) of a video and its generated audio, as av-benchmark computes it (analysis/desync.py).
+        A video with fewer than int(25 * duration) frames raises ClipTooShortError (av-benchmark drops
+        it) unless at most `fill_frames` are missing: those repeat the last frame. refine: the mean
+        |refined offset| (continuous, as predict(refine=True)); the grid offsets stay in class_offsets."""
+        return desync(self.encoder, video, audio, duration_sec=duration_sec, protocol=protocol, layout=layout,
+                      fill_frames=fill_frames, refine=refine)
 
-    def visual_features(self, source, preset: str = "av-benchmark", duration_sec: float | None = None,
-                        output: str = "numpy"):
-        """(S*8, v_dim) float32 visual-encoder features at 25 fps, for conditioning: NumPy, or a CuPy
-        array left on the GPU with output="cupy" (DLPack-ready; analysis/visual_features.py)."""
-        return visual_features(self.encoder, source, preset=preset, duration_sec=duration_sec, output=output)
+    def visual_features(self, source, layout: str = "av-benchmark", duration_sec: float | None = None,
+                        output: str = "numpy", fps: float | None = None):
+        """(S*8, v_dim) float32 visual-encoder features at 25 fps of the frames a project's `layout` feeds
+        Synchformer ("av-benchmark", "mmaudio", "hunyuan-foley", "thinksound", "synchformer"), for
+        conditioning: NumPy, or a CuPy array left on the GPU with output="cupy" (DLPack-ready).
+        `feats[None]` is the projects' (1, S*8, 768). See analysis/visual_features.py."""
+        return visual_features(self.encoder, source, layout=layout, duration_sec=duration_sec, output=output,
+                               fps=fps)
+
+    def visual_inputs(self, source, layout: str = "av-benchmark", normalize: bool = False,
+                      duration_sec: float | None = None, fps: float | None = None) -> np.ndarray:
+        """The frames `layout` feeds the visual encoder at 25 fps: uint8 (T, 224, 224, 3), or float32
+        (T, 3, 224, 224) with normalize=True (sync_sdk.visual_inputs; inputs/layouts.py)."""
+        return visual_inputs(source, layout=layout, normalize=normalize, duration_sec=duration_sec, fps=fps)
 
     def attribute(self, source, trials: int | dict = 64, **kwargs) -> Attribution:
         """Evidence attribution of the window at start_sec by random corruption (analysis/attribution.py)."""

@@ -13,11 +13,11 @@ from sync_sdk.errors import (
     NoAudioStreamError,
     NoVideoStreamError,
 )
-from sync_sdk.inputs.presets import get_preset
+from sync_sdk.inputs.layouts import get_layout
 from sync_sdk.media import load_audio_16k, read_audio, read_clip, read_video_crops, read_video_slots, resize_short_crop
 from tests.test_media import corrupt_media, grey, level, write_media
 
-AV_BENCHMARK, SYNCHFORMER = get_preset("av-benchmark"), get_preset("synchformer")
+AV_BENCHMARK, SYNCHFORMER = get_layout("av-benchmark"), get_layout("synchformer")
 
 
 class Native:

@@ -1,7 +1,7 @@
 """Every path answers one window through the one segment-encoding seam: the same logits, to the bit.
 
 Window 0 of a 5-s file (segments 0..13: frames 2..121, samples 1280..78079) through predict, scan,
-stream, DeSync (the synchformer preset on that window's frames and samples, protocol "cover": one
+stream, DeSync (the synchformer layout on that window's frames and samples, protocol "cover": one
 window), the Ray batch's decode and scoring, and attribution's unperturbed prediction. The bundled
 model runs on ONNX Runtime; the paths that combine shift views are also compared with the model's
 own views.
@@ -45,7 +45,7 @@ def test_every_path_gives_the_same_logits_for_one_window(path):
     span = slice(FIRST_FRAME, FIRST_FRAME + STEP_FRAMES * (N_SEGMENTS - 1) + SEG_FRAMES)
     window_audio = clip.audio[FIRST_SAMPLE:]
     d = engine.desync(clip.frames[span], (window_audio, SAMPLE_RATE), duration_sec=(span.stop - span.start) / 25,
-                      protocol="cover", preset="synchformer")
+                      protocol="cover", layout="synchformer")
     assert d.windows == [(0, 0)]
     attributed = engine.attribute(path, trials=2, families=("audio",)).base.logits
     answers = {"scan": scanned[0].logits, "stream": _stream_logits(engine, clip), "desync": d.logits[0],

@@ -1,4 +1,5 @@
-"""Visual features for conditioning: equal to the torch model's encode_video on the preset's segments."""
+"""Visual features for conditioning: equal to the torch model's encode_video on the layout's segments;
+batch extraction into shards, resumable (serving/feature_jobs.py); the CLI."""
 import numpy as np
 import pytest
 
@@ -33,7 +34,7 @@ def _reference(model, segments: np.ndarray) -> np.ndarray:
     return out.reshape(-1, out.shape[-1])
 
 
-def test_av_benchmark_preset_equals_encode_video(model):
+def test_av_benchmark_layout_equals_encode_video(model):
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, (43, 224, 224, 3), dtype=np.uint8)  # 224x224: resize and crop are identity
     feats = visual_features(_engine(model, max_batch=2), frames)
@@ -43,11 +44,11 @@ def test_av_benchmark_preset_equals_encode_video(model):
     np.testing.assert_allclose(feats, _reference(model, np.ascontiguousarray(segs)), atol=2e-5)
 
 
-def test_synchformer_preset_equals_encode_video(model):
+def test_synchformer_layout_equals_encode_video(model):
     from sync_sdk.inputs.cpu import video_input
     rng = np.random.default_rng(2)
     frames = rng.integers(0, 256, (32, 256, 320, 3), dtype=np.uint8)
-    feats = visual_features(_engine(model, max_batch=14), frames, preset="synchformer")
+    feats = visual_features(_engine(model, max_batch=14), frames, layout="synchformer")
     segs = np.stack([video_input(frames[8 * i:8 * i + 16]) for i in range(3)])
     np.testing.assert_allclose(feats, _reference(model, segs), atol=2e-5)
 
@@ -58,8 +59,8 @@ def test_duration_and_errors(model):
     assert visual_features(engine, frames, duration_sec=1.0).shape == (8 * 2, model.config.v_dim)  # 25 frames
     with pytest.raises(ClipTooShortError):
         visual_features(engine, frames[:15])
-    with pytest.raises(InputError):
-        visual_features(engine, frames, preset="imagebind")
+    with pytest.raises(InputError, match="unknown layout"):
+        visual_features(engine, frames, layout="imagebind")
     with pytest.raises(InputError):
         visual_features(engine, [1, 2, 3])
     with pytest.raises(InputError, match="output"):
@@ -140,3 +141,76 @@ def test_engine_method_and_cli(model, tmp_path):
     assert main(["visual-features", str(video), "--out", str(tmp_path / "f.npy"), "--model", str(ckpt),
                  "--backend", "torch"]) == 0
     assert np.load(tmp_path / "f.npy").shape == (8 * 4, 64)
+
+
+# --- batch extraction -----------------------------------------------------------------------------------
+def _folder(tmp_path, model):
+    """Three clips (one not a video) and the engine."""
+    from sync_sdk.backends.torch_backend import TorchBackend
+    from sync_sdk.engine import SyncEngine
+    from tests.test_desync import _smooth_frames, _write_mp4
+    d = tmp_path / "videos"
+    d.mkdir()
+    _write_mp4(d / "a.mp4", _smooth_frames(40, 224, 256, seed=1))
+    _write_mp4(d / "b.mp4", _smooth_frames(30, 240, 320, seed=2))
+    (d / "c.mp4").write_bytes(b"not a video")
+    return d, SyncEngine(TorchBackend(model), model_id="tiny-test")
+
+
+def test_batch_extraction_records_each_clip_and_resumes(model, tmp_path):
+    from sync_sdk.serving.feature_jobs import extract_features, list_clips, load_features
+    from sync_sdk.serving.jsonl import read_records
+    from tests.test_desync import _smooth_frames, _write_mp4
+    d, engine = _folder(tmp_path, model)
+    out = tmp_path / "feats"
+    s = extract_features(engine, list_clips(folder=d), out, layout="mmaudio", shard_clips=1)
+    assert (s["ok"], s["failed"], s["skipped"], len(s["shards"])) == (2, 1, 0, 2)
+    index = {r["name"]: r for r in read_records(out / "index.jsonl")}
+    assert sorted(index) == ["a", "b", "c"] and index["c"]["status"] == "error" and index["c"]["error"]
+    expected = {n: engine.visual_features(d / f"{n}.mp4", layout="mmaudio") for n in ("a", "b")}
+    got = load_features(out)
+    assert sorted(got) == ["a", "b"] and all(np.array_equal(got[n], expected[n]) for n in got)
+    assert index["a"]["shape"] == list(expected["a"].shape)
+    with pytest.raises(InputError, match="already holds features"):
+        extract_features(engine, list_clips(folder=d), out, layout="mmaudio")
+    with pytest.raises(InputError, match="other settings"):
+        extract_features(engine, list_clips(folder=d), out, layout="thinksound", resume=True)
+    # a run killed between a shard and its index lines left an orphan shard; the bad clip is mended
+    (out / "features-00009.safetensors").write_bytes(b"partial")
+    _write_mp4(d / "c.mp4", _smooth_frames(24, 224, 224, seed=3))
+    s = extract_features(engine, list_clips(folder=d), out, layout="mmaudio", resume=True)
+    assert (s["ok"], s["failed"], s["skipped"]) == (1, 0, 2) and not (out / "features-00009.safetensors").exists()
+    assert len((out / "index.jsonl").read_text().splitlines()) == 3  # the retried clip's line replaced its error
+    np.testing.assert_array_equal(load_features(out, ["c"])["c"], engine.visual_features(d / "c.mp4", layout="mmaudio"))
+    s = extract_features(engine, list_clips(folder=d), out, layout="mmaudio", fmt="npz", overwrite=True)
+    assert s["shards"] == ["features-00000.npz"] and sorted(load_features(out)) == ["a", "b", "c"]
+    np.testing.assert_array_equal(load_features(out)["a"], expected["a"])
+
+
+def test_clip_lists(tmp_path):
+    from sync_sdk.serving.feature_jobs import list_clips
+    (tmp_path / "x").mkdir()
+    (tmp_path / "list.txt").write_text("# clips\nx/a.mp4\n\ny/a.mkv\n")
+    with pytest.raises(InputError, match="share the clip name 'a'"):
+        list_clips(list_file=tmp_path / "list.txt")
+    (tmp_path / "list.txt").write_text("x/a.mp4\nx/b.mov\n")
+    assert list_clips(list_file=tmp_path / "list.txt") == [("a", str(tmp_path / "x/a.mp4")), ("b", str(tmp_path / "x/b.mov"))]
+    with pytest.raises(InputError, match="one of them"):
+        list_clips()
+
+
+def test_cli_batch(model, tmp_path, capsys):
+    import json
+
+    from sync_sdk.cli.main import main
+    from tests.fake_backends import tiny_checkpoint
+    d, _ = _folder(tmp_path, model)
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    args = ["visual-features", "--dir", str(d), "--out", str(tmp_path / "feats"), "--model", str(ckpt),
+            "--backend", "torch", "--layout", "hunyuan-foley", "--quiet"]
+    assert main(args) == 1  # c.mp4 failed, recorded
+    assert json.loads(capsys.readouterr().out)["ok"] == 2
+    assert main(args + ["--resume"]) == 1
+    assert json.loads(capsys.readouterr().out)["skipped"] == 2
+    assert main(["visual-features", str(d / "a.mp4"), "--dir", str(d), "--out", str(tmp_path / "f.npy")]) == 2
+    assert main(["visual-features", "--dir", str(d), "--out", str(tmp_path / "f.npy")]) == 2

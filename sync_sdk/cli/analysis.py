@@ -16,7 +16,9 @@ from tqdm import tqdm
 
 from sync_sdk.cli.args import check_output, check_plot, finite_float
 from sync_sdk.errors import InputError
-from sync_sdk.serving.desync_jobs import desync_dir
+from sync_sdk.inputs.layouts import LAYOUTS
+from sync_sdk.serving.desync_jobs import PAIRINGS, desync_dir
+from sync_sdk.serving.feature_jobs import FORMATS, INDEX, extract_features, list_clips
 
 
 def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
@@ -36,20 +38,35 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
     sp = sub.add_parser(
         "desync", help="DeSync of generated audio against videos (av-benchmark compatible)", formatter_class=fmt,
         epilog=epilog, description=wrap(
-            "Mean |predicted offset| (s) of each video/audio pair, paired by file stem, as "
-            "hkchengrex/av-benchmark computes it: 25 fps, shortest side 224 (bicubic) + centre crop, 16 kHz "
-            "mono audio cut to the clip length, the head on the first and the last 14 segments. "
+            "Mean |predicted offset| (s) of each video/audio pair, as hkchengrex/av-benchmark computes it: "
+            "25 fps, shortest side 224 (torchvision's uint8 bicubic) + centre crop, 16 kHz mono audio cut to "
+            "the clip length, the head on the first and the last 14 segments; a clip whose video or audio is "
+            "shorter than the clip length is dropped (reported, left out of the mean). To match an "
+            "av-benchmark run, pass its --audio_length as --duration (8 for MMAudio's VGGSound test set). "
             "Use the AudioSet model (default; av-benchmark's synchformer_state_dict.pth works as --model). "
             "One JSON line per clip goes to --out as it finishes; the summary (mean DeSync) is printed."))
     sp.add_argument("--videos", required=True, type=Path, help="folder of videos (or one video file)")
     sp.add_argument("--audios", required=True, type=Path, help="folder of generated audio (or one file)")
     sp.add_argument("--out", type=Path, help="JSONL output, one line per clip (required for folders)")
-    sp.add_argument("--duration", type=finite_float, help="clip length in seconds (default: each audio's length)")
+    sp.add_argument("--duration", type=finite_float,
+                    help="clip length in seconds, for every clip: av-benchmark's --audio_length (default: each "
+                         "audio file's length)")
+    sp.add_argument("--fill-frames", type=int, default=0, metavar="N",
+                    help="repeat the last frame when at most N frames are missing (default 0: drop the clip, "
+                         "as av-benchmark does)")
+    sp.add_argument("--pairing", choices=PAIRINGS, default="clean",
+                    help="clean (default): audio stems cleaned by av-benchmark's clean_sample_name, then "
+                         "matched to video stems; exact: audio stem = video stem")
     sp.add_argument("--protocol", choices=["first_last", "cover"], default="first_last",
                     help="first_last: av-benchmark; cover: non-overlapping windows over the whole clip")
-    sp.add_argument("--preset", choices=["av-benchmark", "synchformer"], default="av-benchmark")
+    sp.add_argument("--layout", "--preset", dest="layout", choices=sorted(LAYOUTS), default="av-benchmark",
+                    help="how frames become model inputs (inputs/layouts.py; av-benchmark: DeSync as published)")
     sp.add_argument("--batch-clips", type=int, default=8, help="clips per encoder/head pass")
-    sp.add_argument("--resume", action="store_true", help="skip clips that already have an ok line in --out")
+    sp.add_argument("--refine", action="store_true",
+                    help="DeSync = mean |refined offset| (continuous, the audio also scored shifted in "
+                         "80-ms steps; not av-benchmark's grid value, which class_offsets keep)")
+    sp.add_argument("--resume", action="store_true",
+                    help="skip clips that already have an ok or dropped line in --out")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(sp)
     sp.set_defaults(func=run(cmd_desync, lambda a: check_output(a.out, "--out")))
@@ -91,28 +108,40 @@ def register(sub, add_model_args, make_engine, epilog: str = "") -> None:
     sp.set_defaults(func=run(cmd_search_offset))
 
     sp = sub.add_parser(
-        "visual-features", help="visual encoder features (S*8, D) at 25 fps, as a .npy", formatter_class=fmt,
-        epilog=epilog, description=wrap("Synchformer visual features for conditioning (MMAudio-style): "
-                                        "segments of 16 frames every 8 frames, (S*8, D) float32."))
-    sp.add_argument("file", metavar="FILE")
-    sp.add_argument("--out", type=Path, required=True, help=".npy output")
-    sp.add_argument("--preset", choices=["av-benchmark", "synchformer"], default="av-benchmark")
-    sp.add_argument("--duration", type=finite_float, help="only the first seconds")
+        "visual-features", help="visual encoder features (S*8, D) at 25 fps: a .npy, or shards for a folder",
+        formatter_class=fmt, epilog=epilog, description=wrap(
+            "Synchformer visual features for conditioning: segments of 16 frames every 8 frames at 25 fps, "
+            "(S*8, D) float32, from the frames a project feeds Synchformer (--layout; any input frame rate). "
+            "FILE --out x.npy for one video; --dir DIR or --list FILE --out DIR for many: feature shards "
+            "(clip name -> array) and index.jsonl (one line per clip, ok or its error), resumable."))
+    sp.add_argument("file", metavar="FILE", nargs="?", help="one video (or use --dir / --list)")
+    sp.add_argument("--dir", type=Path, help="a folder of videos (not recursive)")
+    sp.add_argument("--list", type=Path, help="a text file of video paths, one a line ('-': stdin)")
+    sp.add_argument("--out", type=Path, required=True, help=".npy for FILE; a folder for --dir / --list")
+    sp.add_argument("--layout", "--preset", dest="layout", choices=sorted(LAYOUTS), default="av-benchmark",
+                    help="whose frames: av-benchmark (default), mmaudio, hunyuan-foley, thinksound, synchformer")
+    sp.add_argument("--duration", type=finite_float, help="clip length in seconds, cut as the layout's project does")
+    sp.add_argument("--format", choices=FORMATS, default="safetensors", help="shard format (folders)")
+    sp.add_argument("--shard-clips", type=int, default=64, help="clips per shard (folders)")
+    sp.add_argument("--resume", action="store_true", help="keep --out's features, run the clips without them")
+    sp.add_argument("--overwrite", action="store_true", help="delete --out's index and shards first")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(sp)
-    sp.set_defaults(func=run(cmd_visual_features, lambda a: check_output(a.out, "--out", (".npy",))))
+    sp.set_defaults(func=run(cmd_visual_features, check_visual_features))
 
 
 def cmd_desync(args, engine) -> int:
     if args.videos.is_file() and args.audios.is_file():
         res = engine.desync(args.videos, args.audios, duration_sec=args.duration, protocol=args.protocol,
-                     preset=args.preset)
+                            layout=args.layout, fill_frames=args.fill_frames, refine=args.refine)
         print(json.dumps(res.to_dict(), indent=2))
         return 0
     if args.out is None:
         raise InputError("--out JSONL is required when --videos / --audios are folders")
     summary = desync_dir(engine, args.videos, args.audios, args.out, duration_sec=args.duration,
-                         protocol=args.protocol, preset=args.preset, batch_clips=args.batch_clips,
-                         resume=args.resume, progress=not args.quiet)
+                         protocol=args.protocol, layout=args.layout, batch_clips=args.batch_clips,
+                         resume=args.resume, progress=not args.quiet, fill_frames=args.fill_frames,
+                         pairing=args.pairing, refine=args.refine)
     print(json.dumps(summary, indent=2))
     return 1 if summary["n_failed"] else 0
 
@@ -151,8 +180,26 @@ def cmd_search_offset(args, engine) -> int:
     return 0
 
 
+def check_visual_features(args) -> None:
+    """One of FILE / --dir / --list; --out a .npy for FILE, a folder (made if absent) otherwise."""
+    if sum(x is not None for x in (args.file, args.dir, args.list)) != 1:
+        raise InputError("give one video FILE, or --dir DIR, or --list FILE (one of them)")
+    if args.file is not None:
+        check_output(args.out, "--out", (".npy",))
+    elif args.out.suffix == ".npy" or args.out.is_file():
+        raise InputError(f"--out {args.out}: --dir / --list write a folder of shards and {INDEX}; give a folder")
+
+
 def cmd_visual_features(args, engine) -> int:
-    feats = engine.visual_features(args.file, preset=args.preset, duration_sec=args.duration)
-    np.save(args.out, feats)
-    print(f"{args.file}: features {feats.shape} written to {args.out}", file=sys.stderr)
-    return 0
+    if args.file is not None:
+        feats = engine.visual_features(args.file, layout=args.layout, duration_sec=args.duration)
+        np.save(args.out, feats)
+        print(f"{args.file}: features {feats.shape} written to {args.out}", file=sys.stderr)
+        return 0
+    summary = extract_features(engine, list_clips(args.dir, args.list), args.out, layout=args.layout,
+                               duration_sec=args.duration, fmt=args.format, shard_clips=args.shard_clips,
+                               resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    print(f"{summary['ok']} clips' features in {args.out} ({len(summary['shards'])} new shards, {INDEX})",
+          file=sys.stderr)
+    return 1 if summary["failed"] else 0

@@ -14,6 +14,7 @@ from sync_sdk.analysis.plots import plot_timeline
 from sync_sdk.cli.analysis import register
 from sync_sdk.cli.args import add_model_args, check_output, check_plot, finite_float, join_list_values
 from sync_sdk.cli.models import register_models
+from sync_sdk.cli.serve import register_serve
 from sync_sdk.engine import SyncEngine
 from sync_sdk.errors import InputError, SyncSDKError
 from sync_sdk.geometry import class_to_offset, offset_to_class
@@ -24,6 +25,8 @@ from sync_sdk.version import __version__
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
+REFINE_HELP = ("continuous offset_sec (finer than the 0.2-s classes) with an interval: the audio is also "
+               "scored shifted in 80-ms steps within +-0.32 s; the class stays in class_offset_sec")
 
 DESCRIPTION = """\
 Audio-visual synchronisation offsets with Synchformer.
@@ -75,8 +78,11 @@ def _describe(res) -> str:
     else:
         side = "audio leads video" if res.offset_sec > 0 else "audio lags video" if res.offset_sec < 0 else "in sync"
         tol = "yes" if res.in_sync_tolerant else "no"
-        text = (f"offset {res.offset_sec:+.1f} s ({side}), p={res.confidence:.3f}, class {res.class_index}; "
-                f"in sync within +-0.2 s: {tol}")
+        if res.refined:
+            low, high = res.offset_interval_sec
+            side += f"; interval {low:+.3f}..{high:+.3f} s, class {res.class_offset_sec:+.1f} s"
+        text = (f"offset {res.offset_sec:+.{3 if res.refined else 1}f} s ({side}), p={res.confidence:.3f}, "
+                f"class {res.class_index}; in sync within +-0.2 s: {tol}")
     if len(res.views) > 1:
         text += "; views " + ", ".join(f"{d:+.1f}" + (f" (video at {v:.2f} s)" if abs(v - res.start_sec) > 1e-6 else "")
                                        for d, v in res.views)
@@ -87,6 +93,8 @@ def _describe(res) -> str:
 def cmd_predict(args) -> int:
     engine = _engine(args)
     syncability = engine.config.variant == "synchronizability"
+    if syncability and args.refine:
+        raise InputError("--refine refines an offset; a synchronizability model gives none")
     failed, out = 0, []
     for f in args.files:
         try:
@@ -95,7 +103,7 @@ def cmd_predict(args) -> int:
                 rec = {"file": f, "status": "ok", "synchronizability": p}
                 text = f"synchronizable with probability {p:.3f}"
             else:
-                res = engine.predict(f, start_sec=args.start)
+                res = engine.predict(f, start_sec=args.start, refine=args.refine)
                 rec, text = {"file": f, "status": "ok", "result": res.to_dict()}, _describe(res)
         except InputError as e:
             if len(args.files) == 1:
@@ -120,7 +128,8 @@ def cmd_scan(args) -> int:
         def progress(done: int, total: int | None) -> None:
             bar.total = total
             bar.update(done - bar.n)
-        timeline = engine.scan(args.file, hop_sec=args.hop, cache=not args.no_cache, progress=progress)
+        timeline = engine.scan(args.file, hop_sec=args.hop, cache=not args.no_cache, progress=progress,
+                               refine=args.refine)
     fmt = args.format or ("json" if args.out and str(args.out).endswith(".json") else "csv")
     text = timeline.to_json(probs=args.probs) if fmt == "json" else timeline.to_csv()
     if args.out:
@@ -134,6 +143,8 @@ def cmd_scan(args) -> int:
     print(f"{args.file}: {s['n_windows']} windows, overall offset {s['offset_sec']:+.1f} s (its probability "
           f"averaged over the windows: {s['mean_prob']:.3f}; each window's confidence is in the timeline); "
           f"segments encoded: {engine.cache_stats()['visual_segments_encoded']}", file=sys.stderr)
+    if args.refine and s.get("median_window_offset_sec") is not None:
+        print(f"{args.file}: median refined window offset {s['median_window_offset_sec']:+.3f} s", file=sys.stderr)
     return EXIT_OK
 
 
@@ -207,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("files", nargs="+", metavar="FILE")
     sp.add_argument("--start", type=finite_float, default=0.0, help="window start in seconds (default 0)")
     sp.add_argument("--json", action="store_true", help="print JSON (probabilities included)")
+    sp.add_argument("--refine", action="store_true", help=REFINE_HELP)
     add_model_args(sp, views=True)
     sp.set_defaults(func=cmd_predict)
 
@@ -221,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--probs", action="store_true", help="JSON: include the 21 probabilities per window")
     sp.add_argument("--plot", type=Path, metavar="PNG", help="plot offset and confidence over time")
     sp.add_argument("--no-cache", action="store_true", help="re-encode every window (for comparison)")
+    sp.add_argument("--refine", action="store_true", help=REFINE_HELP + " per window (CSV/JSON columns "
+                    "class_offset_sec, offset_low_sec, offset_high_sec)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(sp, views=True)
     sp.set_defaults(func=cmd_scan)
@@ -274,6 +288,7 @@ is an error, also one that --resume skipped.""", epilog=EPILOG)
     sp.set_defaults(func=cmd_demo)
 
     register_models(sub, _engine, EPILOG)
+    register_serve(sub, EPILOG)
     register(sub, add_model_args, _engine, EPILOG)
     return p
 

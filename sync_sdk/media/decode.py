@@ -172,9 +172,7 @@ def clip_from_arrays(frames: np.ndarray, fps: float, audio: np.ndarray, sample_r
         raise InvalidArrayError(f"frames must be non-empty with H, W >= 1, got shape {frames.shape}")
     if not (np.isfinite(fps) and fps > 0):
         raise InvalidArrayError(f"fps must be a positive number, got {fps}")
-    rate = Fraction(fps).limit_denominator(1001 * 1000)
-    n_out = round_half_away(Fraction(len(frames)) / rate * FPS)
-    slots = _pick_frames([round_half_away(Fraction(i) / rate * FPS) for i in range(len(frames))], n_out)
+    slots = pick_fps_filter(len(frames), fps)
     height, width = frames.shape[1:3]
     (scaled_h, scaled_w), (out_h, out_w) = target_size(height, width)
     out = np.empty((len(slots), out_h, out_w, 3), np.uint8)
@@ -191,17 +189,19 @@ def clip_from_arrays(frames: np.ndarray, fps: float, audio: np.ndarray, sample_r
     return AVClip(out, _audio_from_array(audio, sample_rate))
 
 
-
-
-def _pick_frames(slots: list[int], n_out: int) -> list[int]:
-    """Input frame index shown in each output slot 0..n_out-1 given each input frame's slot (fps filter)."""
+def pick_fps_filter(n_frames: int, fps: float) -> list[int]:
+    """Index of the frame each 25-fps slot shows, for `n_frames` frames at `fps` (frame i at i / fps),
+    as FFmpeg's fps filter picks: frame i's slot is i / fps x 25 rounded half away from zero, slot n
+    shows the last frame whose slot is <= n, and the output ends at round(n_frames / fps x 25)."""
+    rate = Fraction(fps).limit_denominator(1001 * 1000)
+    n_out = round_half_away(Fraction(n_frames) / rate * FPS)
+    slots = [round_half_away(Fraction(i) / rate * FPS) for i in range(n_frames)]
     picked, i = [], 0
     for n in range(n_out):
         while i + 1 < len(slots) and slots[i + 1] <= n:
             i += 1
         picked.append(i)
     return picked
-
 
 
 def _slot_range(start_sec: float, duration_sec: float | None) -> tuple[int, int | None]:
@@ -213,7 +213,6 @@ def _slot_range(start_sec: float, duration_sec: float | None) -> tuple[int, int 
     if duration_sec <= 0:
         raise WindowOutOfRangeError(f"duration must be > 0 s, got {duration_sec}")
     return first, first + max(1, int(round(duration_sec * FPS)))
-
 
 
 def _audio_from_array(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -236,7 +235,6 @@ def _audio_from_array(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     frame.sample_rate, frame.pts, frame.time_base = int(sample_rate), 0, Fraction(1, int(sample_rate))
     resampler = av.AudioResampler(format="fltp", layout="mono", rate=SAMPLE_RATE)
     return np.concatenate([mono(resampler.resample(frame)), mono(resampler.resample(None))])
-
 
 
 def _describe(x) -> str:

@@ -49,13 +49,14 @@ FRAME_SIZES = ("short256", "native")
 _VIDEO_PREROLL_SLOTS = 2  # seek a little before the first slot: timestamps round to the nearest slot
 _CONVERT_AHEAD = 4  # frames converted to RGB ahead of the consumer
 _INTERPOLATION = "BILINEAR"  # swscale kernel for file frames (see the module docstring)
-_CHUNK = 16  # frames handed to a preset's crop at a time (bounds memory on large native frames)
+_CHUNK = 16  # frames handed to a layout's crop at a time (bounds memory on large native frames)
 MAX_PIXELS = 8192 * 8192  # largest video frame (width x height) decoded from a file
 MAX_ASPECT = 16  # largest ratio of a file's frame sides ("short256" frames are then at most 256 x 4096)
 
 
-class FramePreset(Protocol):
-    """What read_video_crops needs of a preset (inputs.presets.VideoPreset)."""
+class FrameLayout(Protocol):
+    """What read_video_crops needs of a layout (inputs.layouts.Layout): its frame size ("short256",
+    "native" or "pyav": media.frame_picks) and its crop."""
 
     frame_size: str
 
@@ -75,19 +76,22 @@ def read_video_slots(path: str | os.PathLike, first: int, stop: int | None,
         return out[:n]
 
 
-def read_video_crops(path: str | os.PathLike, preset: FramePreset, max_frames: int | None = None) -> np.ndarray:
-    """The preset's uint8 (T, 224, 224, 3) crops of the first `max_frames` 25-fps frames of a file (all
-    if None): frames decoded at `preset.frame_size` and cropped by `preset.crop_frames`, 16 at a time."""
-    size = preset.frame_size
+def read_video_crops(path: str | os.PathLike, layout: FrameLayout, max_frames: int | None = None) -> np.ndarray:
+    """The layout's uint8 (T, 224, 224, 3) crops of the first `max_frames` 25-fps frames of a file (all
+    if None): frames decoded at `layout.frame_size` and cropped by `layout.crop_frames`, 16 at a time."""
+    size = layout.frame_size
+    if size == "pyav":
+        from sync_sdk.media.frame_picks import read_pyav_crops  # (it imports this module)
+        return read_pyav_crops(path, layout.crop_frames, max_frames=max_frames)[0]
     with VideoDecoder(path, probe(path) if size == "short256" else None, size) as dec:
         crops, pending = [], []
         for frame in dec.frames(0, max_frames):
             pending.append(frame)
             if len(pending) == _CHUNK:
-                crops.append(preset.crop_frames(np.stack(pending)))
+                crops.append(layout.crop_frames(np.stack(pending)))
                 pending.clear()
         if pending or not crops:
-            crops.append(preset.crop_frames(stack_frames(pending, dec.shape)))
+            crops.append(layout.crop_frames(stack_frames(pending, dec.shape)))
     return np.concatenate(crops)
 
 

@@ -122,20 +122,24 @@ class SegmentEncoder:
     # ---------------------------------------------------------------- whole windows
     def views_logits(self, items: Sequence[Sequence[View]]) -> np.ndarray:
         """(len(items), classes) answers of windows given as their views' model inputs (`view_inputs`),
-        each combined from its views (`combine_views`); views sharing a `vid` share its features. Video
-        inputs are sliced (or made, from a `WindowVideo`) one encoder batch at a time."""
+        each combined from its views (`combine_views`)."""
+        return np.stack([combine_views(self.config.variant, np.asarray([v.shift_sec for v in views]), logits)
+                         for views, logits in zip(items, self.view_logits(items))])
+
+    def view_logits(self, items: Sequence[Sequence[View]]) -> list[np.ndarray]:
+        """Per item (a window's views' model inputs), its views' own logits (V, classes), not combined;
+        views sharing a `vid` share its features. Video inputs are sliced (or made, from a
+        `WindowVideo`) one encoder batch at a time."""
         n = self.config.n_segments
-        vids, auds, vrows, owner, shifts = [], [], [], [], []
-        for i, views in enumerate(items):
-            rows: dict[int, int] = {}
+        vids, auds, vrows = [], [], []
+        rows: dict[int, int] = {}
+        for views in items:
             for view in views:
                 if id(view.vid) not in rows:
                     rows[id(view.vid)] = len(vids)
                     vids.append(view.vid)
                 vrows.append(rows[id(view.vid)])
                 auds.append(view.aud[:n])
-                owner.append(i)
-                shifts.append(view.shift_sec)
         ain = auds[0] if len(auds) == 1 else np.concatenate(auds)
         vfeat = self.encode("video", len(vids) * n, lambda ids: _stacked_rows(vids, n, ids))
         afeat = self.encode("audio", len(ain), lambda ids: ain[ids.start:ids.stop])
@@ -143,9 +147,8 @@ class SegmentEncoder:
         if len(vrows) > len(vids):
             vfeat = vfeat[array_module(vfeat).asarray(vrows)]
         logits = self.head(vfeat, afeat.reshape(len(auds), n, *afeat.shape[1:]))
-        owner, shifts = np.asarray(owner), np.asarray(shifts)
-        return np.stack([combine_views(self.config.variant, shifts[owner == i], logits[owner == i])
-                         for i in range(len(items))])
+        bounds = np.cumsum([0] + [len(views) for views in items])
+        return [logits[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def view_shift_samples(self) -> tuple[int, ...]:
         """The shift views as audio shifts in samples (0 among them)."""

@@ -5,7 +5,8 @@ as soon as its crop is decoded (with the audio its shift views read, views.py), 
 `batch_windows`. Decoded media lives in one rolling MediaSpan: each chunk extends it and what no later
 window needs is dropped, so memory stays at about one window's frames plus two chunks whatever the
 media length (benchmarks/faults/memory.py). A window's shift views whose audio lies outside the media
-are left out (at its two ends).
+are left out (at its two ends). With refine, each window is also scored at the fine shifts
+(runtime/refine.py), each shifted segment encoded once for the windows that read it.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from sync_sdk.geometry import (
     WINDOW_SAMPLES,
     hop_segments,
     n_windows,
+    offset_samples,
     segment_frame,
     segment_sample,
     window_start_sec,
@@ -37,6 +39,7 @@ from sync_sdk.media.span import MediaSpan
 from sync_sdk.results import SyncResult, Timeline
 from sync_sdk.runtime.cache import SegmentCache
 from sync_sdk.runtime.encoder import SegmentEncoder
+from sync_sdk.runtime.refine import scan_shifts, window_fits
 
 # decode this much media at a time (4 grid steps): 32 frames (6 MB at 256 x 256) in the rolling span and
 # in the chunk decoded ahead; longer chunks only add memory (5.12 s: +150 MB peak)
@@ -93,17 +96,17 @@ class FrameBuffer:
 
 def scan(encoder: SegmentEncoder, cache: SegmentCache, source, hop_sec: float = STEP_SEC, *,
          batch_windows: int = 8, per_window: bool = False,
-         progress: Callable[[int, int | None], None] | None = None) -> Timeline:
+         progress: Callable[[int, int | None], None] | None = None, refine: bool = False) -> Timeline:
     """Timeline of predictions over `source` (path, arrays, AVClip or MediaSpan); see SyncEngine.scan.
 
     per_window: every window encodes its own segments, as separate predict() calls would (for
-    comparison; pass an uncached cache)."""
+    comparison; pass an uncached cache). refine: continuous offsets (`window_fits`)."""
     k = hop_segments(hop_sec)
     name = source_name(source)
     source_id = ("scan", next(_scan_ids), name)
     chunks, first_frame, expected = read_chunks(source)
     total = None if expected is None else -(-expected // k)
-    shifts = encoder.view_shift_samples()
+    shifts = [offset_samples(d) for d in scan_shifts(encoder)] if refine else encoder.view_shift_samples()
     ahead, back = max(0, max(shifts)), max(0, -min(shifts))  # audio the shift views read past a crop
     span = MediaSpan.empty(name=name)  # grid coordinates: frame 0 and sample 0 are the source's first
     buffer = FrameBuffer()
@@ -129,10 +132,17 @@ def scan(encoder: SegmentEncoder, cache: SegmentCache, source, hop_sec: float = 
             views = encoder.window_views(batch, span.first_sample, span.end_sample)
             for w in batch:
                 flags.add(span, range(w, w + n_segments))
-            results += [SyncResult.from_logits(lg, start_sec=window_start_sec(w, first_frame), source=name,
-                                               views=[(d, window_start_sec(w, first_frame)) for d in vs],
-                                               flags=flags.window(w, n_segments))
-                        for lg, w, vs in zip(logits, batch, views)]
+            new = [SyncResult.from_logits(lg, start_sec=window_start_sec(w, first_frame), source=name,
+                                          views=[(d, window_start_sec(w, first_frame)) for d in vs],
+                                          flags=flags.window(w, n_segments))
+                   for lg, w, vs in zip(logits, batch, views)]
+            if refine:  # per_window: each window's own shifted segments, as predict(refine=True) would
+                for part in ([[i] for i in range(len(batch))] if per_window else [range(len(batch))]):
+                    fits = window_fits(encoder, cache, source_id, span, [batch[i] for i in part],
+                                       [new[i].class_offset_sec for i in part])
+                    for i, fine in zip(part, fits):
+                        new[i] = new[i].with_fine(fine)
+            results += new
             j = batch[-1] + k
             # keep only what later windows need: from the first segment of window j on, and the audio
             # of its earlier views (with a hop longer than a window that may lie beyond what is decoded)

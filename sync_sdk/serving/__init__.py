@@ -1,1 +1,2 @@
-"""Serving on top of the engine: file-list batches, the Ray Data job, the Triton model repository."""
+"""Serving on top of the engine: file-list batches, DeSync and feature extraction over folders, the Ray
+Data job, `sync-sdk serve` (a Triton server through PyTriton), the Triton model repository."""

@@ -3,6 +3,10 @@
     write_triton_repo("exports/audioset", "triton_models")      # or: export/build_engine.py --triton-repo DIR
     tritonserver --model-repository triton_models
 
+The repository needs a full Triton install (its onnxruntime or tensorrt backend and the python one, e.g.
+NGC's tritonserver image). The tritonserver in the nvidia-pytriton wheel has the python backend only, so
+it cannot load this repository; `sync-sdk serve` (triton_server.py) runs the SDK itself in that server.
+
 Four models (NAME = `name`, default "synchformer"):
 
     NAME_audio_encoder/   onnxruntime_onnx (1/model.onnx) or tensorrt_plan (1/model.plan)
