@@ -33,7 +33,7 @@ from sync_sdk.errors import InputError
 from sync_sdk.inputs.layouts import get_layout
 from sync_sdk.serving.batch import read_file_list
 from sync_sdk.serving.desync_jobs import VIDEO_EXTS
-from sync_sdk.serving.jsonl import JsonlWriter, _fsync_dir, compact, read_records
+from sync_sdk.serving.jsonl import JsonlWriter, compact, fsync_dir, read_records
 
 FORMATS = ("safetensors", "npz")
 INDEX = "index.jsonl"
@@ -158,7 +158,7 @@ class _ShardBuffer:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.out / name)
-        _fsync_dir(self.out)
+        fsync_dir(self.out)
         for rec in self.records:
             index.write({**rec, "shard": name})
         self.arrays, self.records = {}, []

@@ -101,11 +101,12 @@ def compact(path: str | Path, key: Callable[[dict], str | None]) -> dict[str, di
             os.fsync(f.fileno())
         os.chmod(tmp, p.stat().st_mode & 0o777)
         os.replace(tmp, p)
-        _fsync_dir(p.parent)
+        fsync_dir(p.parent)
     return {k: rec for k, (_, _, rec) in latest.items()}
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder, so that a rename or a new file in it survives a crash."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
