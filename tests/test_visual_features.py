@@ -119,8 +119,8 @@ def test_cupy_output_without_cupy_says_what_to_install(model, monkeypatch):
 def test_path_source_decodes_at_25_fps(model, tmp_path):
     import av
 
-    from tests.test_desync import _smooth_frames, _write_mp4
-    path = _write_mp4(tmp_path / "v.mp4", _smooth_frames(24, 240, 320))
+    from tests.test_desync import _smooth_frames, write_video_mp4
+    path = write_video_mp4(tmp_path / "v.mp4", _smooth_frames(24, 240, 320))
     with av.open(str(path)) as box:
         decoded = np.stack([f.to_ndarray(format="rgb24") for f in box.decode(video=0)])
     engine = _engine(model, max_batch=14)
@@ -132,11 +132,11 @@ def test_engine_method_and_cli(model, tmp_path):
     from sync_sdk.cli.main import main
     from sync_sdk.engine import SyncEngine
     from tests.fake_backends import tiny_checkpoint
-    from tests.test_desync import _smooth_frames, _write_mp4
+    from tests.test_desync import _smooth_frames, write_video_mp4
     frames = _smooth_frames(40, 224, 224)
     np.testing.assert_array_equal(SyncEngine(TorchBackend(model)).visual_features(frames),
                                   visual_features(_engine(model, max_batch=14), frames))
-    video = _write_mp4(tmp_path / "v.mp4", frames)
+    video = write_video_mp4(tmp_path / "v.mp4", frames)
     ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
     assert main(["visual-features", str(video), "--out", str(tmp_path / "f.npy"), "--model", str(ckpt),
                  "--backend", "torch"]) == 0
@@ -148,11 +148,11 @@ def _folder(tmp_path, model):
     """Three clips (one not a video) and the engine."""
     from sync_sdk.backends.torch_backend import TorchBackend
     from sync_sdk.engine import SyncEngine
-    from tests.test_desync import _smooth_frames, _write_mp4
+    from tests.test_desync import _smooth_frames, write_video_mp4
     d = tmp_path / "videos"
     d.mkdir()
-    _write_mp4(d / "a.mp4", _smooth_frames(40, 224, 256, seed=1))
-    _write_mp4(d / "b.mp4", _smooth_frames(30, 240, 320, seed=2))
+    write_video_mp4(d / "a.mp4", _smooth_frames(40, 224, 256, seed=1))
+    write_video_mp4(d / "b.mp4", _smooth_frames(30, 240, 320, seed=2))
     (d / "c.mp4").write_bytes(b"not a video")
     return d, SyncEngine(TorchBackend(model), model_id="tiny-test")
 
@@ -160,7 +160,7 @@ def _folder(tmp_path, model):
 def test_batch_extraction_records_each_clip_and_resumes(model, tmp_path):
     from sync_sdk.serving.feature_jobs import extract_features, list_clips, load_features
     from sync_sdk.serving.jsonl import read_records
-    from tests.test_desync import _smooth_frames, _write_mp4
+    from tests.test_desync import _smooth_frames, write_video_mp4
     d, engine = _folder(tmp_path, model)
     out = tmp_path / "feats"
     s = extract_features(engine, list_clips(folder=d), out, layout="mmaudio", shard_clips=1)
@@ -177,7 +177,7 @@ def test_batch_extraction_records_each_clip_and_resumes(model, tmp_path):
         extract_features(engine, list_clips(folder=d), out, layout="thinksound", resume=True)
     # a run killed between a shard and its index lines left an orphan shard; the bad clip is mended
     (out / "features-00009.safetensors").write_bytes(b"partial")
-    _write_mp4(d / "c.mp4", _smooth_frames(24, 224, 224, seed=3))
+    write_video_mp4(d / "c.mp4", _smooth_frames(24, 224, 224, seed=3))
     s = extract_features(engine, list_clips(folder=d), out, layout="mmaudio", resume=True)
     assert (s["ok"], s["failed"], s["skipped"]) == (1, 0, 2) and not (out / "features-00009.safetensors").exists()
     assert len((out / "index.jsonl").read_text().splitlines()) == 3  # the retried clip's line replaced its error
