@@ -177,7 +177,7 @@ def test_bundled_model_refines_off_grid_offsets():
 
 
 # ---------------------------------------------------------------- CLI
-def test_cli_predict_and_scan_refine(tmp_path, capsys):
+def test_cli_refine_in_predict_batch_scan_desync(tmp_path, capsys):
     from sync_sdk.cli.main import EXIT_OK, main
     from sync_sdk.synthetic import generate_clip, write_clip
     path = write_clip(generate_clip(5_000_100, 0.47, duration_sec=5.84), tmp_path / "c.mp4")
@@ -188,6 +188,10 @@ def test_cli_predict_and_scan_refine(tmp_path, capsys):
     assert main(["predict", str(path), "--refine", "--model", "synthetic-tiny"]) == EXIT_OK
     out = capsys.readouterr().out
     assert f"offset {rec['offset_sec']:+.3f} s" in out and f"interval {low:+.3f}..{high:+.3f} s" in out
+    jsonl = tmp_path / "batch.jsonl"
+    assert main(["batch", str(path), "--out", str(jsonl), "--refine", "--quiet", "--model", "synthetic-tiny"]) == EXIT_OK
+    assert json.loads(jsonl.read_text())["result"]["offset_interval_sec"] == [low, high]
+    capsys.readouterr()
     assert main(["scan", str(path), "--refine", "--quiet", "--model", "synthetic-tiny"]) == EXIT_OK
     out, err = capsys.readouterr()
     header, *rows = out.strip().splitlines()

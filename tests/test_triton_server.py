@@ -27,7 +27,8 @@ from sync_sdk.synthetic import generate_clip, write_clip
 REPO = Path(__file__).resolve().parents[1]
 SERVE_PYTHON = Path(os.environ.get("SYNC_SDK_SERVE_PYTHON", REPO / "build" / "serve-venv" / "bin" / "python"))
 HOW = ("bash scripts/triton_env.sh && build/serve-venv/bin/python -m pytest -q tests/test_triton_server.py")
-WINDOW_OUT = ("offset_sec", "class_index", "confidence", "probabilities", "logits", "flags")
+WINDOW_OUT = ("offset_sec", "class_index", "confidence", "probabilities", "logits", "flags", "class_offset_sec",
+              "offset_interval_sec")
 ATOL = 1e-4  # the server's workers run ONNX Runtime with other thread counts than this process
 
 
@@ -143,7 +144,8 @@ def test_parse_request_checks_arrays():
                        ({"sample_rate": np.array([10], np.int32)}, "`sample_rate` must be one number"),
                        ({"audio": np.full(8, np.nan, np.float32)}, "finite mono float32"),
                        ({"frames": np.zeros((4, 8, 200, 3), np.uint8)}, "at most 16 times apart"),
-                       ({"start_sec": np.array([np.nan], np.float32)}, "`start_sec` must be one number")]:
+                       ({"start_sec": np.array([np.nan], np.float32)}, "`start_sec` must be one number"),
+                       ({"refine": np.array([1, 1], np.int32)}, "`refine` must be one BOOL")]:
         with pytest.raises(InputError, match=words):
             parse_request(_arrays(clip, **bad), "predict", options)
     with pytest.raises(InputError, match="requests of at most 1 MiB"):
@@ -261,9 +263,11 @@ def assert_same(answer: dict, res) -> None:
     np.testing.assert_allclose(answer["logits"], res.logits, atol=ATOL, rtol=0)
     np.testing.assert_allclose(answer["probabilities"], res.probs, atol=ATOL, rtol=0)
     assert int(answer["class_index"][0]) == res.class_index
-    assert float(answer["offset_sec"][0]) == pytest.approx(res.offset_sec)
+    assert float(answer["offset_sec"][0]) == pytest.approx(res.offset_sec, abs=1e-3)  # refined: a fit of the logits
     assert float(answer["confidence"][0]) == pytest.approx(res.confidence, abs=ATOL)
     assert answer["flags"][0].decode() == ",".join(res.flags)
+    assert float(answer["class_offset_sec"][0]) == pytest.approx(res.class_offset_sec)
+    np.testing.assert_allclose(answer["offset_interval_sec"], res.offset_interval_sec or (np.nan, np.nan), atol=ATOL)
 
 
 def test_ready_and_models(server):
@@ -288,6 +292,9 @@ def test_paths_match_predict(server, media, engine, protocol):
         start = {"start_sec": np.array([0.32], np.float32)}
         assert_same(infer(c, "synchformer", {**path_input("a.mp4"), **start}),
                     engine.predict(str(media["root"] / "a.mp4"), start_sec=0.32))
+        fine = {"refine": np.array([True])}
+        assert_same(infer(c, "synchformer", {**path_input("a.mp4"), **fine}),
+                    engine.predict(str(media["root"] / "a.mp4"), refine=True))
     finally:
         c.close()
 

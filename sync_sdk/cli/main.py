@@ -152,6 +152,8 @@ def cmd_batch(args) -> int:
     mode = "overwrite" if args.overwrite else "retry-failed" if args.retry_failed else \
         "resume" if args.resume else "new"
     if args.ray:
+        if args.refine:
+            raise InputError("batch --ray answers the class offsets; --refine needs the local batch (without --ray)")
         if args.shift_views not in (None, (0.0,)):
             raise InputError("batch --ray scores one window per clip; combining --shift-views needs the local "
                              "batch (without --ray)")
@@ -163,7 +165,8 @@ def cmd_batch(args) -> int:
         raise InputError("no input files: give paths and/or --list FILE")
     check_output_file(args.out, mode)  # before the model loads
     engine = _engine(args)
-    summary = run_batch(engine, files, args.out, mode=mode, start_sec=args.start, progress=not args.quiet)
+    summary = run_batch(engine, files, args.out, mode=mode, start_sec=args.start, progress=not args.quiet,
+                        refine=args.refine)
     print(json.dumps({k: v for k, v in summary.to_dict().items() if k != "failures"}), file=sys.stderr)
     return EXIT_SOME_FAILED if summary.failed or summary.failed_before else EXIT_OK
 
@@ -266,6 +269,7 @@ is an error, also one that --resume skipped.""", epilog=EPILOG)
                       help="as --resume, but also run files whose line is an error (the new line replaces it)")
     done.add_argument("--overwrite", action="store_true", help="start --out afresh")
     sp.add_argument("--start", type=finite_float, default=0.0, help="window start in seconds")
+    sp.add_argument("--refine", action="store_true", help=REFINE_HELP + " (not with --ray)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.add_argument("--ray", action="store_true",
                     help="run on Ray Data (pip install 'sync-sdk[ray]'): FILE is one CSV/Parquet manifest "

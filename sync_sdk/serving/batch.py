@@ -102,9 +102,10 @@ def unique_files(files: Iterable[str]) -> list[str]:
 
 
 def run_batch(engine: SyncEngine, files: Iterable[str], out_path: str | Path, *, mode: str = "new",
-              start_sec: float = 0.0, progress: bool = True) -> BatchSummary:
-    """Predict each file with `engine` and append its JSON line to `out_path` as it finishes; `mode`
-    says what to do with lines already there (module docstring)."""
+              start_sec: float = 0.0, progress: bool = True, refine: bool = False) -> BatchSummary:
+    """Predict each file with `engine` (refine: continuous offsets, SyncEngine.predict) and append its
+    JSON line to `out_path` as it finishes; `mode` says what to do with lines already there (module
+    docstring)."""
     out = check_output_file(out_path, mode)
     files = unique_files(files)
     summary = BatchSummary(total=len(files))
@@ -122,7 +123,7 @@ def run_batch(engine: SyncEngine, files: Iterable[str], out_path: str | Path, *,
         with JsonlWriter(out, truncate=mode == "overwrite") as writer, \
                 tqdm(todo, desc="sync-sdk batch", unit="file", disable=not progress) as bar:
             for f in bar:
-                writer.write(_predict(engine, f, start_sec, summary))
+                writer.write(_predict(engine, f, start_sec, summary, refine))
                 bar.set_postfix(ok=summary.ok, failed=summary.failed)
     finally:  # a retried file's new line replaces its old one (after a kill: the next resume does it)
         if any(_key(f) in earlier for f in todo):
@@ -130,11 +131,11 @@ def run_batch(engine: SyncEngine, files: Iterable[str], out_path: str | Path, *,
     return summary
 
 
-def _predict(engine: SyncEngine, f: str, start_sec: float, summary: BatchSummary) -> dict:
+def _predict(engine: SyncEngine, f: str, start_sec: float, summary: BatchSummary, refine: bool = False) -> dict:
     """The JSON line of one file (counted in `summary`)."""
     t = time.perf_counter()
     try:
-        res = engine.predict(f, start_sec=start_sec)
+        res = engine.predict(f, start_sec=start_sec, refine=refine)
         rec = {"file": f, "status": "ok", "result": res.to_dict()}
         summary.ok += 1
     except Exception as e:  # record any failure and go on with the next file

@@ -92,11 +92,12 @@ def _predict(engine, source, header: dict) -> tuple[dict, dict]:
     if engine.config.variant == "synchronizability":
         p = engine.synchronizability(source, start_sec=header["start_sec"])
         return {}, {"synchronizability": np.array([p], np.float32)}
-    r = engine.predict(source, start_sec=header["start_sec"])
+    r = engine.predict(source, start_sec=header["start_sec"], refine=header.get("refine", False))
     return {"flags": list(r.flags)}, {
         "offset_sec": np.array([r.offset_sec], np.float32), "class_index": np.array([r.class_index], np.int32),
         "confidence": np.array([r.confidence], np.float32), "probabilities": r.probs.astype(np.float32),
-        "logits": r.logits.astype(np.float32)}
+        "logits": r.logits.astype(np.float32), "class_offset_sec": np.array([r.class_offset_sec], np.float32),
+        "offset_interval_sec": np.array(r.offset_interval_sec or (np.nan, np.nan), np.float32)}
 
 
 def _features(engine, source, header: dict, max_seconds: float) -> tuple[dict, dict]:

@@ -10,9 +10,12 @@ Two models (NAME = options.name, default "synchformer"):
                       frames UINT8 [T,H,W,3] + fps FP32 [1] + audio FP32 [N] (mono PCM in [-1, 1]) +
                       sample_rate INT32 [1]
                       start_sec FP32 [1]  window start (s, default 0)
+                      refine BOOL [1]  continuous offset_sec with an interval (engine.predict(refine=True))
                     outputs, offset model: offset_sec FP32 [1] (positive = audio leads), class_index
                       INT32 [1], confidence FP32 [1], probabilities FP32 [21], logits FP32 [21], flags
-                      BYTES [1] ("silent_audio,static_video" or ""); synchronizability model:
+                      BYTES [1] ("silent_audio,static_video" or ""), class_offset_sec FP32 [1] (the
+                      class's grid value), offset_interval_sec FP32 [2] (low, high s when refined, else
+                      NaN); synchronizability model:
                       synchronizability FP32 [1] (probability that the window can be synchronised)
     NAME_features   visual-encoder features (engine.visual_features): path | media | frames (+ fps,
                     default 25); layout BYTES [1], duration_sec FP32 [1] optional; features FP32 [S*8, D]
@@ -179,6 +182,11 @@ def parse_request(data: dict, job: str, limits: ServeOptions) -> tuple[dict, dic
     header["job"] = job
     if job == "predict":
         header["start_sec"] = _number(data, "start_sec", 0.0, 1e7, "s") if "start_sec" in data else 0.0
+        if "refine" in data:
+            flag = np.asarray(data["refine"]).reshape(-1)
+            if flag.size != 1 or flag.dtype != np.bool_:
+                raise InputError("`refine` must be one BOOL")
+            header["refine"] = bool(flag[0])
     else:
         if "layout" in data:
             header["layout"] = _text(data, "layout")
@@ -206,14 +214,15 @@ def model_io(info: dict, name: str) -> list[tuple[str, str, list, list]]:
     sources = [t("path", bytes, (1,), True), t("media", bytes, (1,), True),
                t("frames", np.uint8, (-1, -1, -1, 3), True), t("fps", np.float32, (1,), True)]
     window_in = sources + [t("audio", np.float32, (-1,), True), t("sample_rate", np.int32, (1,), True),
-                           t("start_sec", np.float32, (1,), True)]
+                           t("start_sec", np.float32, (1,), True), t("refine", np.bool_, (1,), True)]
     c = info["num_classes"]
     if info["variant"] == "synchronizability":
         window_out = [t("synchronizability", np.float32, (1,))]
     else:
         window_out = [t("offset_sec", np.float32, (1,)), t("class_index", np.int32, (1,)),
                       t("confidence", np.float32, (1,)), t("probabilities", np.float32, (c,)),
-                      t("logits", np.float32, (c,)), t("flags", bytes, (1,))]
+                      t("logits", np.float32, (c,)), t("flags", bytes, (1,)), t("class_offset_sec", np.float32, (1,)),
+                      t("offset_interval_sec", np.float32, (2,))]
     features_in = sources + [t("layout", bytes, (1,), True), t("duration_sec", np.float32, (1,), True)]
     return [(name, "predict", window_in, window_out),
             (f"{name}_features", "features", features_in, [t("features", np.float32, (-1, info["v_dim"]))])]
