@@ -185,10 +185,11 @@ class SyncEngine:
         return scan(self.encoder, store, source, hop_sec, batch_windows=batch_windows, per_window=not cache,
                     progress=progress, refine=refine)
 
-    def stream(self, hop_sec: float = 0.32) -> SyncStream:
-        """A SyncStream: push frames/samples as they arrive, get a prediction per new window."""
+    def stream(self, hop_sec: float = 0.32, *, refine: bool = False) -> SyncStream:
+        """A SyncStream: push frames/samples as they arrive, get a prediction per new window.
+        refine: continuous offsets, as scan(refine=True) (each segment waits 0.32 s more audio)."""
         self._require_variant("sync", "stream")
-        return SyncStream(self.encoder, hop_sec=hop_sec)
+        return SyncStream(self.encoder, hop_sec=hop_sec, refine=refine)
 
     # ---------------------------------------------------------------- analyses
     def desync(self, video, audio, duration_sec: float | None = None, protocol: str = "first_last",

@@ -158,6 +158,24 @@ def test_scan_refines_each_window_as_predict_does(engine):
     np.testing.assert_allclose(uncached.offset_sec, timeline.offset_sec, atol=1e-9)
 
 
+def test_stream_refines_each_window_as_scan_does(engine):
+    """A refined stream fed in pieces gives each window the continuous offset and interval scan gives it."""
+    frames, fps, audio, sr = _clip(0.61, duration=8.0, seed=6)
+    timeline = engine.scan((frames, fps, audio, sr), hop_sec=0.32, refine=True)
+    stream = engine.stream(refine=True)
+    out = []
+    for i in range(0, len(frames), 10):
+        out += stream.push_video(frames[i:i + 10])
+        out += stream.push_audio(audio[i * 640:(i + 10) * 640])
+    # the last window waits for audio 0.32 s past the media's end (its +0.32-s fine view), which never comes
+    assert len(out) == len(timeline) - 1 and all(r.refined for r in out)
+    for r in out:
+        w = timeline[round(r.start_sec / 0.32)]
+        np.testing.assert_allclose(r.logits, w.logits, atol=1e-5)
+        assert r.offset_sec == pytest.approx(w.offset_sec, abs=1e-6)
+        assert r.offset_interval_sec == pytest.approx(w.offset_interval_sec, abs=1e-6)
+
+
 # ---------------------------------------------------------------- the bundled model
 @requires_trained_bundle
 def test_bundled_model_refines_off_grid_offsets():

@@ -175,12 +175,13 @@ class SegmentEncoder:
                 return self.features.log_mel_segments(span.audio, idx)
         return self.fetch(cache, kind, keys, make)
 
-    def encode_segments(self, cache: SegmentCache, source_id, span: MediaSpan, segs: Sequence[int]) -> None:
+    def encode_segments(self, cache: SegmentCache, source_id, span: MediaSpan, segs: Sequence[int],
+                        shifts: Sequence[int] | None = None) -> None:
         """Put the features of grid segments `segs` of `span` into `cache`: video once, audio once per
-        shift view whose audio starts within the media (sample >= 0)."""
+        shift (samples; default the shift views') whose audio starts within the media (sample >= 0)."""
         segs = list(segs)
         self.segment_features(cache, source_id, span, segs, "video")
-        for shift in self.view_shift_samples():
+        for shift in self.view_shift_samples() if shifts is None else shifts:
             fit = [g for g in segs if segment_sample(g, shift) >= 0]
             if fit:
                 self.segment_features(cache, source_id, span, fit, "audio", shift)

@@ -140,11 +140,14 @@ def scan_shifts(encoder: SegmentEncoder) -> tuple[float, ...]:
 
 
 def window_fits(encoder: SegmentEncoder, cache: SegmentCache, source_id, span: MediaSpan, windows: Sequence[int],
-                centers: Sequence[float]) -> list[tuple[float, float, float]]:
+                centers: Sequence[float], audio_bounds: tuple[int, int] | None = None
+                ) -> list[tuple[float, float, float]]:
     """The fit (offset_sec, low_sec, high_sec) of each grid window j of `span` around its class answer
-    centers[i] (s), from its views at every `scan_shifts` shift whose audio lies in the span (features
-    through `cache`: a shifted segment is encoded once for all the windows that read it)."""
+    centers[i] (s), from its views at every `scan_shifts` shift whose audio lies in media samples
+    audio_bounds = [lo, hi) (default: the samples `span` holds; features through `cache`: a shifted
+    segment is encoded once for all the windows that read it, and one no longer in `span` must be there)."""
     n = encoder.config.n_segments
+    lo, hi = (span.first_sample, span.end_sample) if audio_bounds is None else audio_bounds
     vsegs = sorted({g for j in windows for g in range(j, j + n)})
     vfeat = encoder.segment_features(cache, source_id, span, vsegs, "video")
     xp = array_module(vfeat)
@@ -153,8 +156,8 @@ def window_fits(encoder: SegmentEncoder, cache: SegmentCache, source_id, span: M
     seen: list[list[tuple[float, np.ndarray]]] = [[] for _ in windows]
     for d in scan_shifts(encoder):
         shift = offset_samples(d)
-        fit_ = [i for i, j in enumerate(windows) if segment_sample(j, shift) >= span.first_sample
-                and segment_sample(j + n - 1, shift) + SEG_SAMPLES <= span.end_sample]
+        fit_ = [i for i, j in enumerate(windows) if segment_sample(j, shift) >= lo
+                and segment_sample(j + n - 1, shift) + SEG_SAMPLES <= hi]
         if not fit_:
             continue
         asegs = sorted({g for i in fit_ for g in range(windows[i], windows[i] + n)})

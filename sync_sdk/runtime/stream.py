@@ -7,7 +7,9 @@ encoded once (a private SegmentCache ring); every window j = g-13 on the hop the
 head over the cached features of segments j..j+13. Pushed media lives in one rolling MediaSpan. With shift views (views.py) each segment's audio is
 also encoded shifted by each view (a segment waits for the audio of its latest view: 0.2 s for
 synthetic-tiny), and each window combines its views; a view whose audio would start before t0 is left
-out. Memory: the raw data of one partial segment per stream plus 2*14 segment features per view.
+out. With refine, each segment's audio is also encoded at the fine shifts (runtime/refine.py: a segment
+then waits 0.32 s more audio) and each window's offset is the continuous one, as scan(refine=True)
+gives it. Memory: the raw data of one partial segment per stream plus 2*14 segment features per shift.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from sync_sdk.geometry import (
     SEG_SAMPLES,
     STEP_SEC,
     hop_segments,
+    offset_samples,
     segment_frame,
     segment_sample,
     window_start_sec,
@@ -34,6 +37,7 @@ from sync_sdk.media.span import MediaSpan
 from sync_sdk.results import SyncResult
 from sync_sdk.runtime.cache import SegmentCache
 from sync_sdk.runtime.encoder import SegmentEncoder
+from sync_sdk.runtime.refine import scan_shifts, window_fits
 
 _stream_ids = itertools.count()
 
@@ -49,11 +53,12 @@ class SyncStream:
     silence) and overlaps dropped, with a SyncSDKWarning.
     """
 
-    def __init__(self, encoder: SegmentEncoder, hop_sec: float = STEP_SEC) -> None:
+    def __init__(self, encoder: SegmentEncoder, hop_sec: float = STEP_SEC, refine: bool = False) -> None:
         self.encoder = encoder
         self.hop = hop_segments(hop_sec)
         self.n_segments = encoder.config.n_segments
-        self.shifts = encoder.view_shift_samples()
+        self.refine = refine
+        self.shifts = tuple(offset_samples(d) for d in scan_shifts(encoder)) if refine else encoder.view_shift_samples()
         self.cache = SegmentCache(capacity=2 * self.n_segments * len(self.shifts))
         self._id = ("stream", next(_stream_ids))
         self.t0: float | None = None
@@ -140,17 +145,22 @@ class SyncStream:
                 g_end += 1
             if g_end == self._next_seg:
                 break
-            self.encoder.encode_segments(self.cache, self._id, self._span, range(self._next_seg, g_end))
+            self.encoder.encode_segments(self.cache, self._id, self._span, range(self._next_seg, g_end), self.shifts)
             self._flags.add(self._span, range(self._next_seg, g_end))
             windows = list(range(self._next_window, g_end - self.n_segments + 1, self.hop))
             if windows:  # every segment of these windows is in the ring: only the head runs
                 bounds = (0, self._span.end_sample)
                 logits = self.encoder.window_logits(self.cache, self._id, self._span, windows, bounds)
                 views = self.encoder.window_views(windows, *bounds)
-                results += [SyncResult.from_logits(lg, start_sec=self.t0 + window_start_sec(j),
-                                                   views=[(d, self.t0 + window_start_sec(j)) for d in vs],
-                                                   flags=self._flags.window(j, self.n_segments))
-                            for lg, j, vs in zip(logits, windows, views)]
+                new = [SyncResult.from_logits(lg, start_sec=self.t0 + window_start_sec(j),
+                                              views=[(d, self.t0 + window_start_sec(j)) for d in vs],
+                                              flags=self._flags.window(j, self.n_segments))
+                       for lg, j, vs in zip(logits, windows, views)]
+                if self.refine:
+                    fits = window_fits(self.encoder, self.cache, self._id, self._span, windows,
+                                       [r.class_offset_sec for r in new], bounds)
+                    new = [r.with_fine(f) for r, f in zip(new, fits)]
+                results += new
                 self._next_window = windows[-1] + self.hop
                 self._flags.drop_before(self._next_window)
             self._next_seg = g_end
