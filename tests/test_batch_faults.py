@@ -21,7 +21,7 @@ class FakeEngine:
         self.calls: list[str] = []
         self.fail_bad = fail_bad
 
-    def predict(self, f: str, start_sec: float = 0.0):
+    def predict(self, f: str, start_sec: float = 0.0, refine: bool = False):
         self.calls.append(os.path.basename(f))
         if self.fail_bad and os.path.basename(f).startswith("bad"):
             raise MediaNotFoundError(f"{f}: gone")

@@ -7,7 +7,7 @@ its deadline or the process dies; the server itself only validates requests and 
 
 Messages both ways are one JSON line (scalars, strings) followed by the raw bytes of numeric arrays
 (dtype and shape in the JSON; no pickle, so a compromised worker cannot run code in the server).
-Jobs: {"job": "predict", "source": ..., "start_sec"} and {"job": "features", "source": ..., "layout",
+Jobs: {"job": "predict", "source": ..., "start_sec", "refine" (optional)} and {"job": "features", "source": ..., "layout",
 "duration_sec"}, source "path" (`name`, inside the media root), "media" (array `media`: the file's
 bytes) or "arrays" (arrays `frames` (T, H, W, 3) uint8, `audio` (N,) float32; `fps`, `sample_rate`).
 """
