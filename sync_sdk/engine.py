@@ -144,16 +144,17 @@ class SyncEngine:
                              "predict() for one")
         starts = _per_item(start_sec, len(sources), "start_sec")
         offsets = _per_item(offset_sec, len(sources), "offset_sec")
-        if refine:
+        if refine:  # the shift views and the fine ones, the class answer from the shift views alone
             items = [clip_views(s, st, off, self.shift_views) for s, st, off in zip(sources, starts, offsets)]
-            return [SyncResult.from_logits(lg, start_sec=st, source=source_name(s), flags=vs[0].flags,
-                                           views=[(v.shift_sec, v.start_sec) for v in vs]).with_fine(fine)
-                    for (lg, fine), s, st, (vs, _) in zip(refined_logits(self.encoder, items), sources, starts, items)]
-        views = self._clip_views([(s, st, off) for s, st, off in zip(sources, starts, offsets)])
-        logits = self.encoder.views_logits(views)
-        return [SyncResult.from_logits(lg, start_sec=st, source=source_name(s), flags=vs[0].flags,
-                                       views=[(v.shift_sec, v.start_sec) for v in vs])
-                for lg, s, st, vs in zip(logits, sources, starts, views)]
+            views = [vs for vs, _ in items]
+            logits, fines = zip(*refined_logits(self.encoder, items))
+        else:
+            views = self._clip_views([(s, st, off) for s, st, off in zip(sources, starts, offsets)])
+            logits, fines = self.encoder.views_logits(views), [None] * len(views)
+        results = [SyncResult.from_logits(lg, start_sec=st, source=source_name(s), flags=vs[0].flags,
+                                          views=[(v.shift_sec, v.start_sec) for v in vs])
+                   for lg, s, st, vs in zip(logits, sources, starts, views)]
+        return [r if fine is None else r.with_fine(fine) for r, fine in zip(results, fines)]
 
     def synchronizability(self, source, start_sec: float = 0.0) -> float:
         """Probability (0..1) that the clip can be synchronised at all: the 2-class model on the

@@ -21,7 +21,7 @@ AV_BENCHMARK, SYNCHFORMER = get_layout("av-benchmark"), get_layout("synchformer"
 
 
 class Native:
-    """A preset that keeps the native frames as they are."""
+    """A layout that keeps the decoded "native" frames (25 fps, coded size) as they are."""
 
     frame_size = "native"
 

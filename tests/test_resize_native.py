@@ -9,6 +9,7 @@ import pytest
 from sync_sdk.errors import InputError, InvalidArrayError
 from sync_sdk.inputs.layouts import get_layout
 from sync_sdk.media import bicubic_aa_taps, read_video_crops, resize_short_crop
+from tests.test_media_options import Native
 
 # (height, width) of the inputs: odd sizes, landscape, portrait, 4:3 and 16:9 video, upscales, tiny
 # inputs, extreme aspect ratios, and inputs whose shortest side is already 224 (no pass at all)
@@ -196,16 +197,6 @@ def torch_preset(torch, frames: np.ndarray) -> np.ndarray:
 
 
 # --- (c) the real videos --------------------------------------------------------------------------
-class Native:
-    """A preset that keeps the decoded "native" frames (25 fps, coded size) as they are."""
-
-    frame_size = "native"
-
-    @staticmethod
-    def crop_frames(frames: np.ndarray) -> np.ndarray:
-        return frames
-
-
 def test_real_videos_crop_as_torch_does(reference_root):
     torch = pytest.importorskip("torch", reason="torch is needed to compare with its native uint8 kernel")
     videos = sorted((reference_root / "videos").glob("*.mp4"))

@@ -191,11 +191,8 @@ class Server:
     def _ready(self) -> bool:
         import tritonclient.http as http
         try:
-            c = http.InferenceServerClient(f"127.0.0.1:{self.http_port}")
-            try:
+            with http.InferenceServerClient(f"127.0.0.1:{self.http_port}") as c:
                 return c.is_model_ready("synchformer") and c.is_model_ready("synchformer_features")
-            finally:
-                c.close()
         except Exception:  # not listening yet
             return False
 
@@ -272,21 +269,17 @@ def assert_same(answer: dict, res) -> None:
 
 def test_ready_and_models(server):
     for protocol in ("http", "grpc"):
-        c = server.client(protocol)
-        try:
+        with server.client(protocol) as c:
             assert c.is_server_live() and c.is_server_ready()
             assert c.is_model_ready("synchformer") and c.is_model_ready("synchformer_features")
             meta = c.get_model_metadata("synchformer")
             names = [o["name"] for o in meta["outputs"]] if protocol == "http" else [o.name for o in meta.outputs]
             assert set(names) == set(WINDOW_OUT)
-        finally:
-            c.close()
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_paths_match_predict(server, media, engine, protocol):
-    c = server.client(protocol)
-    try:
+    with server.client(protocol) as c:
         for name in ("a.mp4", "sub/b.mp4", "link_in.mp4"):
             assert_same(infer(c, "synchformer", path_input(name)), engine.predict(str(media["root"] / name)))
         start = {"start_sec": np.array([0.32], np.float32)}
@@ -295,47 +288,36 @@ def test_paths_match_predict(server, media, engine, protocol):
         fine = {"refine": np.array([True])}
         assert_same(infer(c, "synchformer", {**path_input("a.mp4"), **fine}),
                     engine.predict(str(media["root"] / "a.mp4"), refine=True))
-    finally:
-        c.close()
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_media_bytes_and_arrays_match_predict(server, media, engine, protocol):
-    c = server.client(protocol)
-    try:
+    with server.client(protocol) as c:
         path = media["root"] / "sub" / "b.mp4"
         assert_same(infer(c, "synchformer", media_input(path)), engine.predict(str(path)))
         clip = media["small"]
         assert_same(infer(c, "synchformer", _arrays(clip)),
                     engine.predict((clip.frames, clip.fps, clip.audio, clip.sample_rate)))
-    finally:
-        c.close()
 
 
 def test_features_match_visual_features(server, media, engine):
-    c = server.client("grpc")
-    try:
+    with server.client("grpc") as c:
         path = media["root"] / "a.mp4"
         got = infer(c, "synchformer_features", path_input("a.mp4"), ["features"])["features"]
         np.testing.assert_allclose(got, engine.visual_features(str(path)), atol=ATOL, rtol=0)
         d = {"duration_sec": np.array([2.0], np.float32)}
         got = infer(c, "synchformer_features", {**media_input(path), **d}, ["features"])["features"]
         np.testing.assert_allclose(got, engine.visual_features(str(path), duration_sec=2.0), atol=ATOL, rtol=0)
-    finally:
-        c.close()
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_server_refuses_path_escapes(server, media, protocol):
     from tritonclient.utils import InferenceServerException
-    c = server.client(protocol)
-    try:
+    with server.client(protocol) as c:
         for name, words in ESCAPES:
             with pytest.raises(InferenceServerException) as err:
                 infer(c, "synchformer", path_input(name.format(outside=media["outside"])))
             assert words in str(err.value), str(err.value)[-500:]
-    finally:
-        c.close()
 
 
 def malformed_requests(mod, media) -> list:
@@ -383,25 +365,19 @@ def test_malformed_flood_then_still_correct(server, media, engine):
     expected = engine.predict(str(media["root"] / "a.mp4"))
 
     def flood(protocol: str) -> int:
-        c, mod = server.client(protocol), (http if protocol == "http" else grpc)
-        refused = 0
-        try:
+        mod, refused = (http if protocol == "http" else grpc), 0
+        with server.client(protocol) as c:
             for _ in range(2):
                 for items in malformed_requests(mod, media):
                     try:
                         c.infer("synchformer", items)
                     except InferenceServerException as e:
                         refused += bool(str(e))
-        finally:
-            c.close()
         return refused
 
     def good(protocol: str) -> dict:
-        c = server.client(protocol)
-        try:
+        with server.client(protocol) as c:
             return infer(c, "synchformer", path_input("a.mp4"))
-        finally:
-            c.close()
 
     n = len(malformed_requests(http, media)) * 2
     with concurrent.futures.ThreadPoolExecutor(6) as pool:  # good requests among the bad ones
@@ -412,11 +388,8 @@ def test_malformed_flood_then_still_correct(server, media, engine):
             assert_same(g.result(), expected)
     assert server.proc.poll() is None
     for protocol in ("http", "grpc"):
-        c = server.client(protocol)
-        try:
+        with server.client(protocol) as c:
             assert c.is_server_ready()
-        finally:
-            c.close()
         assert_same(good(protocol), expected)
 
 
@@ -429,8 +402,7 @@ def test_deadline_no_paths_and_clean_shutdown(media, tmp_path):
     from tritonclient.utils import InferenceServerException
     srv = Server(tmp_path / "server.log", "--workers", "1", "--timeout", "0.5")
     try:
-        c = srv.client("grpc")
-        try:
+        with srv.client("grpc") as c:
             with pytest.raises(InferenceServerException, match="started without --media-root"):
                 infer(c, "synchformer", path_input("a.mp4"))
             for _ in range(2):  # the second one runs on the restarted worker
@@ -439,8 +411,6 @@ def test_deadline_no_paths_and_clean_shutdown(media, tmp_path):
             with pytest.raises(InferenceServerException, match="not media that PyAV"):  # a third worker answers
                 infer(c, "synchformer", {"media": np.array([b"not a video"], dtype=object)})
             assert c.is_server_ready()
-        finally:
-            c.close()
         workers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == srv.proc.pid
                    and b"job_worker" in _cmdline(p)]
         assert len(workers) == 1
@@ -485,15 +455,12 @@ def test_clients_cannot_load_models(server, tmp_path):
         with pytest.raises(urllib.error.HTTPError, match="503"):
             urllib.request.urlopen(request, timeout=30)
     assert not marker.exists()
-    c = server.client("grpc")
-    try:
+    with server.client("grpc") as c:
         with pytest.raises(Exception, match="restricted"):
             c.unload_model("synchformer")
         with pytest.raises(Exception, match="restricted"):
             c.get_system_shared_memory_status()
         assert c.is_model_ready("synchformer")
-    finally:
-        c.close()
 
 
 def test_synchronizability_model_declares_its_output():

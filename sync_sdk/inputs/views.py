@@ -31,15 +31,22 @@ class View:
     flags: tuple[str, ...] = ()
 
 
+def view_placements(start_sec: float, offset_sec: float, shifts: Sequence[float]
+                    ) -> tuple[tuple[float, ...], list[list[tuple[float, float]]]]:
+    """(the views' shifts, the unshifted first; per view, the (start_sec, offset_sec) placements to try in
+    order: the audio moved by the shift, else the video moved by minus the shift)."""
+    order = (0.0, *(d for d in shifts if d != 0.0))
+    return order, [[(start_sec, offset_sec)] if d == 0.0 else
+                   [(start, round(offset_sec + d, 6)) for start in (start_sec, round(start_sec - d, 6))]
+                   for d in order]
+
+
 def view_inputs(source, start_sec: float, offset_sec: float, shifts: Sequence[float]) -> list[View]:
     """The views of the window at start_sec (s) with the audio shifted by offset_sec (s), as
     `preprocess.prepare_inputs` makes them; the unshifted view first. A file is decoded once for all
     views, and views with one video crop share one `vid`: a WindowVideo, whose float32 input the
     encoder makes a batch at a time."""
-    order = (0.0, *(d for d in shifts if d != 0.0))
-    # per view, the (start_sec, offset_sec) placements to try: the audio moved, else the video moved
-    tries = [[(start_sec, offset_sec)] if d == 0.0 else
-             [(start, round(offset_sec + d, 6)) for start in (start_sec, round(start_sec - d, 6))] for d in order]
+    order, tries = view_placements(start_sec, offset_sec, shifts)
     source = normalise_source(source)
     if is_path(source):
         source = decode_span(source, [(off, start) for placements in tries for start, off in placements])

@@ -198,18 +198,35 @@ class SegmentEncoder:
         """Logits (len(windows), classes) of grid windows j (segments j..j+S-1) of `span`, features via
         `cache`, each combined from the shift views whose audio lies in media samples audio_bounds =
         [lo, hi) (default: the samples `span` holds; the unshifted view must fit)."""
+        per_shift = self.window_shift_logits(cache, source_id, span, windows, self.shift_views, audio_bounds)
+        unshifted = next((fit for d, fit, _ in per_shift if d == 0.0), [])
+        if len(unshifted) < len(windows):
+            raise InputError(f"windows {[j for i, j in enumerate(windows) if i not in unshifted]} run past the "
+                             "audio given")
+        owner = np.concatenate([fit for _, fit, _ in per_shift])
+        shifts = np.concatenate([[d] * len(fit) for d, fit, _ in per_shift])
+        logits = np.concatenate([lg for _, _, lg in per_shift])
+        return np.stack([combine_views(self.config.variant, shifts[owner == i], logits[owner == i])
+                         for i in range(len(windows))])
+
+    def window_shift_logits(self, cache: SegmentCache, source_id, span: MediaSpan, windows: Sequence[int],
+                            shifts: Sequence[float], audio_bounds: tuple[int, int] | None = None
+                            ) -> list[tuple[float, list[int], np.ndarray]]:
+        """Each grid window's own logits at each audio shift d (s) of `shifts`, not combined: per shift
+        with any window whose shifted audio lies in media samples audio_bounds = [lo, hi) (default: the
+        samples `span` holds), (d, the indices of those windows, their logits (len, classes)). Features
+        via `cache`: each segment's video once, its audio once per shift."""
         n = self.config.n_segments
         lo, hi = (span.first_sample, span.end_sample) if audio_bounds is None else audio_bounds
-        fits = self.window_views(windows, lo, hi)
         vsegs = sorted({g for j in windows for g in range(j, j + n)})
         vfeat = self.segment_features(cache, source_id, span, vsegs, "video")
         vrow = {g: i for i, g in enumerate(vsegs)}
         xp = array_module(vfeat)
-        heads, owner, shifts = [], [], []
-        for d, shift in zip(self.shift_views, self.view_shift_samples()):
-            fit = [i for i in range(len(windows)) if d in fits[i]]
-            if d == 0.0 and len(fit) < len(windows):
-                raise InputError(f"windows {[j for i, j in enumerate(windows) if i not in fit]} run past the audio given")
+        out = []
+        for d in shifts:
+            shift = offset_samples(d)
+            fit = [i for i, j in enumerate(windows)
+                   if segment_sample(j, shift) >= lo and segment_sample(j + n - 1, shift) + SEG_SAMPLES <= hi]
             if not fit:
                 continue
             asegs = sorted({g for i in fit for g in range(windows[i], windows[i] + n)})
@@ -217,14 +234,9 @@ class SegmentEncoder:
             arow = {g: k for k, g in enumerate(asegs)}
             vtake = xp.asarray([vrow[g] for i in fit for g in range(windows[i], windows[i] + n)])
             atake = xp.asarray([arow[g] for i in fit for g in range(windows[i], windows[i] + n)])
-            heads.append(self.head(vfeat[vtake].reshape(len(fit), n, *vfeat.shape[1:]),
-                                   afeat[atake].reshape(len(fit), n, *afeat.shape[1:])))
-            owner += fit
-            shifts += [d] * len(fit)
-        logits, owner, shifts = np.concatenate(heads), np.asarray(owner), np.asarray(shifts)
-        return np.stack([combine_views(self.config.variant, shifts[owner == i], logits[owner == i])
-                         for i in range(len(windows))])
-
+            out.append((d, fit, self.head(vfeat[vtake].reshape(len(fit), n, *vfeat.shape[1:]),
+                                          afeat[atake].reshape(len(fit), n, *afeat.shape[1:]))))
+        return out
 
 def _stacked_rows(arrays: Sequence, n: int, ids: range) -> np.ndarray:
     """Rows `ids` of the first n rows of each of `arrays` stacked, without stacking them all: arrays

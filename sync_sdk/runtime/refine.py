@@ -36,7 +36,7 @@ from sync_sdk.geometry import (
     segment_sample,
 )
 from sync_sdk.inputs.cpu import log_mel
-from sync_sdk.inputs.views import View, view_inputs
+from sync_sdk.inputs.views import View, view_inputs, view_placements
 from sync_sdk.inputs.window import decode_span
 from sync_sdk.media.source import is_path, normalise_source
 from sync_sdk.media.span import MediaSpan
@@ -102,9 +102,9 @@ def clip_views(source, start_sec: float, offset_sec: float, shift_views: Sequenc
     the unshifted view's video crop; those whose audio segments lie outside the media are left out."""
     source = normalise_source(source)
     if is_path(source):  # one decode for every view: the placements view_inputs tries, and the fine ones
-        tries = [(round(offset_sec + d, 6), start_sec) for d in (*shift_views, *fine)]
-        tries += [(offset_sec, round(start_sec - d, 6)) for d in shift_views]
-        source = decode_span(source, tries)
+        _, tries = view_placements(start_sec, offset_sec, shift_views)
+        source = decode_span(source, [(off, start) for placements in tries for start, off in placements]
+                             + [(round(offset_sec + d, 6), start_sec) for d in fine])
     views = view_inputs(source, start_sec, offset_sec, shift_views)
     span: MediaSpan = source
     _, a0 = official_window(offset_sec, start_sec)
@@ -146,24 +146,9 @@ def window_fits(encoder: SegmentEncoder, cache: SegmentCache, source_id, span: M
     centers[i] (s), from its views at every `scan_shifts` shift whose audio lies in media samples
     audio_bounds = [lo, hi) (default: the samples `span` holds; features through `cache`: a shifted
     segment is encoded once for all the windows that read it, and one no longer in `span` must be there)."""
-    n = encoder.config.n_segments
-    lo, hi = (span.first_sample, span.end_sample) if audio_bounds is None else audio_bounds
-    vsegs = sorted({g for j in windows for g in range(j, j + n)})
-    vfeat = encoder.segment_features(cache, source_id, span, vsegs, "video")
-    xp = array_module(vfeat)
-    vtake = xp.asarray([vsegs.index(g) for j in windows for g in range(j, j + n)])
-    vwin = vfeat[vtake].reshape(len(windows), n, *vfeat.shape[1:])
     seen: list[list[tuple[float, np.ndarray]]] = [[] for _ in windows]
-    for d in scan_shifts(encoder):
-        shift = offset_samples(d)
-        fit_ = [i for i, j in enumerate(windows) if segment_sample(j, shift) >= lo
-                and segment_sample(j + n - 1, shift) + SEG_SAMPLES <= hi]
-        if not fit_:
-            continue
-        asegs = sorted({g for i in fit_ for g in range(windows[i], windows[i] + n)})
-        afeat = encoder.segment_features(cache, source_id, span, asegs, "audio", shift)
-        atake = xp.asarray([asegs.index(g) for i in fit_ for g in range(windows[i], windows[i] + n)])
-        logits = encoder.head(vwin[xp.asarray(fit_)], afeat[atake].reshape(len(fit_), n, *afeat.shape[1:]))
+    for d, fit_, logits in encoder.window_shift_logits(cache, source_id, span, windows, scan_shifts(encoder),
+                                                       audio_bounds):
         for i, lg in zip(fit_, logits):
             seen[i].append((d, lg))
     return [fit([d for d, _ in s], softmax(np.stack([lg for _, lg in s])), c) for s, c in zip(seen, centers)]
